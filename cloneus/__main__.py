@@ -1,0 +1,3 @@
+from cloneus.cli import main
+
+raise SystemExit(main())

