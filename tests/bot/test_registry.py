@@ -1,0 +1,67 @@
+"""models.json: both layouts, atomic register, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.registry import ModelRegistry
+from cloneus.errors import CloneusError
+
+
+class TestModelRegistry:
+    def test_missing_file_is_empty(self, tmp_path):
+        reg = ModelRegistry(tmp_path / "models.json")
+        assert reg.entries == [] and reg.default is None and reg.get("x") is None
+
+    def test_reads_new_layout_with_default(self, tmp_path):
+        path = tmp_path / "models.json"
+        path.write_text(
+            json.dumps(
+                {"default": "b", "models": [{"name": "a", "ckpt": "runs/a"}, {"name": "b", "desc": "B", "ckpt": "b"}]}
+            )
+        )
+        reg = ModelRegistry(path)
+        assert reg.names() == ["a", "b"]
+        assert reg.default.name == "b" and reg.default.desc == "B"
+
+    def test_reads_seed_best_layout_first_is_default(self, tmp_path):
+        path = tmp_path / "models.json"
+        path.write_text(json.dumps({"BEST": [{"name": "m1", "desc": "d", "ckpt": "x/checkpoint-5"}]}))
+        reg = ModelRegistry(path)
+        assert reg.default.name == "m1" and str(reg.get("m1").path) == "x/checkpoint-5"
+
+    def test_register_writes_and_rereads(self, tmp_path):
+        path = tmp_path / "cfg" / "models.json"
+        reg = ModelRegistry(path)
+        reg.register("first", "one", tmp_path / "c1", {"eval_perplexity": 12.5})
+        reg.register("second", "two", tmp_path / "c2")
+        reg.register("first", "one again", tmp_path / "c3")
+        again = ModelRegistry(path)
+        assert again.names() == ["second", "first"]
+        assert again.default.name == "first"
+        assert again.get("first").desc == "one again" and again.get("first").metrics is None
+        assert again.get("second").ckpt == str(tmp_path / "c2")
+        assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+    def test_register_make_default(self, tmp_path):
+        reg = ModelRegistry(tmp_path / "m.json")
+        reg.register("a", "", "a")
+        reg.register("b", "", "b", make_default=True)
+        assert ModelRegistry(tmp_path / "m.json").default.name == "b"
+
+    @pytest.mark.parametrize(
+        "content, message",
+        [
+            ("{not json", "line 1"),
+            ('{"models": [{"name": "a"}]}', r"models\[0\].ckpt"),
+            ('{"default": "zz", "models": [{"name": "a", "ckpt": "c"}]}', "default 'zz'"),
+            ("[1, 2]", "expected an object"),
+        ],
+    )
+    def test_bad_file_names_the_problem(self, tmp_path, content, message):
+        path = tmp_path / "models.json"
+        path.write_text(content)
+        with pytest.raises(CloneusError, match=message):
+            ModelRegistry(path)
