@@ -1,0 +1,79 @@
+"""Attach LoRA adapters (peft) to a loaded base model, as the `lora` config section says."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from cloneus.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    from cloneus.config import LoraConfig
+
+logger = logging.getLogger(__name__)
+
+# unsloth's get_peft_model wants explicit names; these are the linear layers of Llama-style blocks.
+UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def peft_lora_config(lora_cfg: LoraConfig):
+    """The `peft.LoraConfig` for our `lora` section (`all-linear` means every linear layer except the LM head)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=lora_cfg.target_modules,
+        use_rslora=lora_cfg.use_rslora,
+        use_dora=lora_cfg.use_dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def attach_lora(
+    model: PreTrainedModel,
+    lora_cfg: LoraConfig,
+    *,
+    use_unsloth: bool = False,
+    gradient_checkpointing: bool = False,
+) -> PeftModel:
+    """Wrap `model` in trainable LoRA adapters; base weights are frozen.
+
+    Args:
+        model (`PreTrainedModel`): the base model from `load_model`.
+        lora_cfg (`LoraConfig`): rank, alpha, dropout, target modules, rslora/dora.
+        use_unsloth (`bool`, *optional*, defaults to `False`): the model was loaded by unsloth, whose own
+            `get_peft_model` patches in its fused kernels.
+        gradient_checkpointing (`bool`, *optional*, defaults to `False`): only used by unsloth, which sets up its
+            own checkpointing here.
+
+    Raises:
+        ConfigError: DoRA asked for together with unsloth.
+        ValueError: from peft, when `target_modules` names no module of this model.
+    """
+    if use_unsloth:
+        if lora_cfg.use_dora:
+            raise ConfigError("lora.use_dora is not supported by unsloth; set model.flashattn_lib=huggingface")
+        from unsloth import FastLanguageModel
+
+        targets = UNSLOTH_ALL_LINEAR if lora_cfg.target_modules == "all-linear" else lora_cfg.target_modules
+        return FastLanguageModel.get_peft_model(
+            model,
+            r=lora_cfg.r,
+            lora_alpha=lora_cfg.alpha,
+            lora_dropout=lora_cfg.dropout,
+            target_modules=targets,
+            use_rslora=lora_cfg.use_rslora,
+            use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+        )
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, peft_lora_config(lora_cfg))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    logger.info("LoRA r=%d on %s: %d of %d params trainable", lora_cfg.r, lora_cfg.target_modules, trainable, total)
+    return peft_model
