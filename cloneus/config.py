@@ -85,6 +85,9 @@ class CleaningConfig(_Section):
     strip_cdn_attachments: bool = Field(True, description="Remove cdn.discordapp.com / media.discordapp.net links.")
     resolve_mentions: bool = Field(True, description="<@id> -> @Name, <#id> -> #channel, <:name:id> -> :name:.")
     collapse_blank_lines: bool = True
+    unify_author_names: bool = Field(
+        True, description="Show each author id under its most recent display name (nicknames change over time)."
+    )
 
 
 class DatasetConfig(_Section):
@@ -154,7 +157,13 @@ class YoutubeConfig(_Section):
 class InferenceConfig(_Section):
     backend: Literal["local", "openai"] = "local"
     openai_base_url: str | None = Field(None, description="Or env CLONEUS_OPENAI_BASE_URL, e.g. http://host:8000/v1.")
-    openai_model: str | None = Field(None, description="The served model name (the LoRA name under vLLM).")
+    openai_model: str | None = Field(
+        None, description="The served model name (the LoRA name under vLLM); or env CLONEUS_OPENAI_MODEL."
+    )
+    server_kind: Literal["vllm", "llamacpp", "generic"] = Field(
+        "vllm", description="Which samplers the openai backend's server implements; others are refused, not dropped."
+    )
+    request_timeout_s: float = Field(120.0, gt=0, description="Socket timeout of one openai-backend request.")
     prefix_cache_tokens: int = Field(
         16_384, ge=0, description="Upper bound on cached KV tokens reused across calls; 0 disables the cache."
     )

@@ -1,0 +1,284 @@
+"""The user index, `config/users.json`: who is in the chat and who may be cloned.
+
+One object per user, written one per line so the file reads and diffs well by hand. `excluded`, `opted_out`,
+`first_name` and `is_bot` are the user's edits and survive a rebuild; counts and shares are recomputed from
+the data. `included` is derived (share at least `min_share`, and not a bot, excluded or opted out) and is
+recomputed whenever the index is built, loaded or edited, so a hand edit of it alone has no effect.
+Users below `min_share` stay in the chat as context; they are just not trained as speakers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cloneus.errors import CloneusError, ConfigError, UnknownAuthorError
+from cloneus.io import atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_SHARE = 0.005
+
+
+class User(BaseModel):
+    """One person (or bot) in the chat."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: str = Field(description="Stable author id from the export (the username when the format has none).")
+    username: str = Field(description="Account name.")
+    display_name: str = Field(description="Name shown in chat and used for {author} in tags.")
+    first_name: str | None = Field(None, description="Used for {fname} in tags; set with `index set --first-name`.")
+    is_bot: bool = Field(False, description="Bots are never trained or generated.")
+    excluded: bool = Field(False, description="Kept as context only, never trained or generated.")
+    opted_out: bool = Field(False, description="The person withdrew consent: never trained or generated.")
+    message_count: int = Field(0, ge=0, description="Messages in the data the index was built from.")
+    share: float = Field(0.0, ge=0, le=1, description="message_count / all messages.")
+    included: bool = Field(False, description="Derived: trained as a speaker. Recomputed, not an input.")
+
+    def eligible(self, min_share: float) -> bool:
+        """Whether this user is trained: enough messages, and not a bot, excluded or opted out."""
+        enough = self.message_count >= min_share if min_share > 1 else self.share >= min_share
+        return enough and self.message_count > 0 and not (self.is_bot or self.excluded or self.opted_out)
+
+
+class UserIndex(BaseModel):
+    """All users of one chat, with the threshold that decides who is trained.
+
+    Args:
+        users (`list[User]`): in descending message count.
+        min_share (`float`, *optional*, defaults to `0.005`): a share of all messages, or an absolute message
+            count when > 1, that a user needs to be trained.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    users: list[User] = Field(default_factory=list)
+    min_share: float = Field(DEFAULT_MIN_SHARE, ge=0, description="Share (or count when > 1) needed for training.")
+
+    @model_validator(mode="after")
+    def _derive_included(self) -> UserIndex:
+        for user in self.users:
+            included = user.eligible(self.min_share)
+            if user.included != included:
+                object.__setattr__(user, "included", included)
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> UserIndex:
+        """Read and validate a user index.
+
+        Raises:
+            CloneusError: the file does not exist (run `python -m cloneus index build`).
+            ConfigError: the JSON is invalid or a field is wrong; names the file, the user and the field.
+        """
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CloneusError(
+                f"{path}: user index not found; create it with `python -m cloneus index build CHAT_EXPORT`"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        try:
+            index = cls.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(_describe_errors(path, raw, e)) from None
+        stale = [
+            u.display_name for u, r in zip(index.users, raw["users"], strict=True) if r.get("included") != u.included
+        ]
+        if stale:
+            logger.warning(
+                "%s: 'included' is derived and was recomputed for %s; edit excluded/opted_out/min_share instead",
+                path,
+                ", ".join(stale),
+            )
+        return index
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: the old file stays intact if anything fails. One user object per line."""
+        lines = [json.dumps(u.model_dump(), ensure_ascii=False) for u in self.users]
+        body = ",\n    ".join(lines)
+        users = f"[\n    {body}\n  ]" if lines else "[]"
+        atomic_write_text(path, f'{{\n  "min_share": {json.dumps(self.min_share)},\n  "users": {users}\n}}\n')
+
+    @classmethod
+    def build(
+        cls,
+        frame: pd.DataFrame,
+        min_share: float = DEFAULT_MIN_SHARE,
+        existing: UserIndex | None = None,
+        exclude: Iterable[str] = (),
+        bots: Iterable[str] = (),
+    ) -> UserIndex:
+        """Count messages per author and merge in the edits of an existing index.
+
+        Args:
+            frame (`pd.DataFrame`): canonical messages, normally cleaned (commands and bots dropped, unmerged).
+            min_share (`float`, *optional*, defaults to `0.005`): share, or count when > 1, needed to be trained.
+            existing (`UserIndex`, *optional*): its first names, exclusions, opt-outs and bot flags are kept
+                (matched by id, then username). Its users missing from `frame` stay, with zero messages, so an
+                opt-out is never forgotten.
+            exclude (`Iterable[str]`): names (username or display name) to mark excluded.
+            bots (`Iterable[str]`): names to mark as bots.
+
+        Raises:
+            UnknownAuthorError: a name in `exclude` or `bots` matches nobody.
+        """
+        total = len(frame)
+        users: list[User] = []
+        if total:
+            columns = ["author_id", "author"] + (["username"] if "username" in frame.columns else [])
+            columns += ["is_bot"] if "is_bot" in frame.columns else []
+            latest = frame.drop_duplicates("author_id", keep="last").set_index("author_id")
+            counts = frame["author_id"].value_counts(sort=False)
+            for author_id, row in latest[columns[1:]].iterrows():
+                count = int(counts[author_id])
+                users.append(
+                    User(
+                        id=str(author_id),
+                        username=str(row.get("username", row["author"])),
+                        display_name=str(row["author"]),
+                        is_bot=bool(row.get("is_bot", False)),
+                        message_count=count,
+                        share=count / total,
+                    )
+                )
+        if existing is not None:
+            users = _merge_edits(users, existing)
+        index = cls(users=sorted(users, key=lambda u: (-u.message_count, u.display_name.lower())), min_share=min_share)
+        for name in exclude:
+            index.set(name, excluded=True)
+        for name in bots:
+            index.set(name, is_bot=True)
+        _warn_duplicate_names(index.users)
+        return index
+
+    def get(self, name: str) -> User | None:
+        """The user whose id, username or display name is `name` (names case-insensitively), else None."""
+        for user in self.users:
+            if user.id == name:
+                return user
+        wanted = name.casefold()
+        for user in self.users:
+            if user.display_name.casefold() == wanted or user.username.casefold() == wanted:
+                return user
+        return None
+
+    def resolve(self, name: str) -> User:
+        """The user called `name`, if they may be cloned.
+
+        Raises:
+            UnknownAuthorError: unknown (with close matches), a bot, excluded or opted out.
+        """
+        user = self.get(name)
+        if user is None:
+            known = [u.display_name for u in self.users]
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownAuthorError(f"unknown author {name!r}{hint}")
+        for flag, why in (("opted_out", "opted out"), ("excluded", "excluded"), ("is_bot", "a bot")):
+            if getattr(user, flag):
+                raise UnknownAuthorError(f"{user.display_name!r} is {why} and cannot be cloned")
+        return user
+
+    def trainable(self) -> list[User]:
+        """Users trained as speakers, in descending message count."""
+        return [u for u in self.users if u.included]
+
+    def set(
+        self,
+        name: str,
+        *,
+        first_name: str | None = None,
+        excluded: bool | None = None,
+        opted_out: bool | None = None,
+        is_bot: bool | None = None,
+    ) -> User:
+        """Edit one user (fields left None are unchanged) and recompute who is included.
+
+        Raises:
+            UnknownAuthorError: no user is called `name`.
+        """
+        user = self.get(name)
+        if user is None:
+            close = difflib.get_close_matches(name, [u.display_name for u in self.users], n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownAuthorError(f"no user {name!r} in the index{hint}")
+        updates = {"first_name": first_name, "excluded": excluded, "opted_out": opted_out, "is_bot": is_bot}
+        for key, value in updates.items():
+            if value is not None:
+                setattr(user, key, value)
+        self._derive_included()
+        return user
+
+    def tag_fields(self, name: str) -> dict[str, str]:
+        """Values for an author tag f-string: `author` (display name), `fname` (first name, else display name)
+        and `lauthor` (lower-case display name). Unknown names format as themselves."""
+        user = self.get(name)
+        display = user.display_name if user else name
+        first = user.first_name if user and user.first_name else display
+        return {"author": display, "fname": first, "lauthor": display.lower()}
+
+    def name_mapping(self, author_tag: str) -> str:
+        """Comma-joined author tags of the trainable users, for the system prompt's `{name_mapping}`."""
+        return ", ".join(author_tag.format(**self.tag_fields(u.display_name)) for u in self.trainable())
+
+
+def _merge_edits(users: list[User], existing: UserIndex) -> list[User]:
+    by_id = {u.id: u for u in existing.users}
+    by_username = {u.username.casefold(): u for u in existing.users}
+    seen: set[int] = set()
+    for user in users:
+        old = by_id.get(user.id) or by_username.get(user.username.casefold())
+        if old is None:
+            continue
+        seen.add(id(old))
+        user.first_name = old.first_name
+        user.excluded = old.excluded
+        user.opted_out = old.opted_out
+        user.is_bot = old.is_bot or user.is_bot
+    for old in existing.users:
+        if id(old) not in seen:
+            users.append(old.model_copy(update={"message_count": 0, "share": 0.0}))
+    return users
+
+
+def _warn_duplicate_names(users: list[User]) -> None:
+    """Log once if display names collide (case-insensitively): lookups by name then find only the first."""
+    owners: dict[str, set[str]] = {}
+    for user in users:
+        owners.setdefault(user.display_name.casefold(), set()).add(user.id)
+    shared = [name for name, ids in owners.items() if len(ids) > 1]
+    if shared:
+        logger.warning(
+            "%d display name(s) belong to more than one user id (%s); name lookups pick the most active one - "
+            "set distinct first names or mark the extra accounts excluded",
+            len(shared),
+            ", ".join(shared[:5]) + (", ..." if len(shared) > 5 else ""),
+        )
+
+
+def _describe_errors(path: Path, raw: object, err: ValidationError) -> str:
+    """One line per problem naming the file, the user (by position and name) and the field."""
+    lines = []
+    for e in err.errors():
+        loc = list(e["loc"])
+        where = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "users" and isinstance(loc[1], int) and isinstance(raw, dict):
+            entry = raw["users"][loc[1]]
+            who = entry.get("display_name") or entry.get("username") if isinstance(entry, dict) else None
+            field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+            where = f"user #{loc[1] + 1}" + (f" ({who})" if who else "") + f", field '{field}'"
+        lines.append(f"{path}: {where}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
