@@ -1,0 +1,275 @@
+"""The in-process backend: a transformers model (with its LoRA adapter) on this machine.
+
+Every call goes through the prefix cache: the KV of the longest token prefix shared with the previous call is
+forked (copied) and handed to `generate` as `cache=`, so only the new tail is prefilled. After a single-row
+generate, the extended cache (prompt plus reply) becomes the stored one, so the next turn, whose history now ends
+with that reply, reuses all of it. `batch_generate` shares one cached prefix across rows: the rows are
+`prefix | left padding | own suffix`, and the attention mask zeroes the padding in the middle (generate derives
+position ids from the mask, so each suffix still sits right after the prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cloneus.inference.prefix_cache import PrefixCache, common_prefix_length
+from cloneus.inference.stopping import StopOnEvent, StopOnText, TextStops, TokenQueue
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+    from cloneus.inference.sampling import SamplingOptions
+
+logger = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    """Generation and scoring with a loaded model; one call at a time (guarded by a lock).
+
+    Args:
+        model (`PreTrainedModel`): the base model, or a `PeftModel` around it.
+        tokenizer (`PreTrainedTokenizerBase`): the checkpoint's tokenizer.
+        prefix_cache_tokens (`int`): bound on cached KV positions; 0 disables the prefix cache.
+    """
+
+    name = "local"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, prefix_cache_tokens: int):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prefix = PrefixCache(prefix_cache_tokens)
+        self._lock = threading.RLock()
+        self._adapter_serial = 0
+        config_eos = model.generation_config.eos_token_id
+        config_eos = config_eos if isinstance(config_eos, list) else [config_eos]
+        self.eos_token_ids = sorted({i for i in [tokenizer.eos_token_id, *config_eos] if i is not None})
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        self.newline_token_ids = tokenizer.encode("\n", add_special_tokens=False)
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    def close(self) -> None:
+        """Drop the cached KV and this backend's reference to the model, so its memory can be freed."""
+        with self._lock:
+            self.prefix.clear()
+            self.model = None
+
+    # ---- adapters -------------------------------------------------------------------------------------------
+
+    def load_adapter(self, path: str | Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Serve the LoRA adapter at `path` (and its tokenizer), replacing the current one; base weights stay."""
+        from peft import PeftModel
+
+        with self._lock:
+            self.tokenizer = tokenizer
+            self._adapter_serial += 1
+            name = f"ckpt{self._adapter_serial}"
+            if isinstance(self.model, PeftModel):
+                old = self.model.active_adapter
+                self.model.load_adapter(str(path), adapter_name=name)
+                self.model.set_adapter(name)
+                self.model.delete_adapter(old)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            self.model.eval()
+            self.prefix.clear()
+
+    # ---- token plumbing -------------------------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a fully rendered prompt; the chat template already wrote any BOS into the text."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _prefilled(self, ids: list[int], batch_size: int = 1) -> DynamicCache | None:
+        """A fork of the prefix cache covering as much of `ids[:-1]` as the bound allows, prefilling what's new.
+
+        Returns None when the prefix cache is off; generate then prefills everything itself.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        if not self.prefix.enabled:
+            return None
+        target = ids[:-1][: self.prefix.max_tokens]
+        reused = self.prefix.match(target)
+        if reused < len(target):
+            cache = self.prefix.fork(reused) if reused else DynamicCache(config=self.model.config)
+            tail = torch.tensor([target[reused:]], device=self.model.device)  # (1, T)
+            positions = torch.arange(reused, len(target), device=self.model.device).unsqueeze(0)
+            with torch.no_grad():
+                self.model(input_ids=tail, cache=cache, position_ids=positions, use_cache=True)
+            self.prefix.store(target, cache)
+            if not self.prefix.enabled:
+                return None
+        logger.debug("prefix cache: reused %d of %d prompt tokens", reused, len(ids))
+        return self.prefix.fork(len(target), batch_size)
+
+    def _generate(
+        self,
+        rows: torch.Tensor,
+        mask: torch.Tensor,
+        cache: DynamicCache | None,
+        opts: SamplingOptions,
+        stops: TextStops,
+        *,
+        streamer: TokenQueue | None = None,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """`model.generate` with our samplers and stop criteria; returns the generated columns only."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        from cloneus.inference.sampling import build_logits_processor, generation_kwargs
+
+        prompt_length = rows.shape[1]
+        processors = build_logits_processor(
+            opts,
+            eos_token_ids=self.eos_token_ids,
+            newline_token_ids=self.newline_token_ids,
+            prompt_length=prompt_length,
+            tokenizer=self.tokenizer,
+        )
+        criteria = StoppingCriteriaList([StopOnText(self.tokenizer, stops, prompt_length)])
+        if cancel is not None:
+            criteria.append(StopOnEvent(cancel))
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=rows,
+                attention_mask=mask,
+                cache=cache,
+                logits_processor=processors,
+                stopping_criteria=criteria,
+                streamer=streamer,
+                eos_token_id=self.eos_token_ids,
+                pad_token_id=self.pad_token_id,
+                **generation_kwargs(opts),
+            )  # (B, prompt + new)
+        return out
+
+    def _decode_reply(self, ids: list[int], stops: TextStops) -> str:
+        return stops.cut(self.tokenizer.decode(ids, skip_special_tokens=False))[0].rstrip()
+
+    # ---- public calls ---------------------------------------------------------------------------------------
+
+    def complete(self, prompt: str, opts: SamplingOptions, stops: TextStops) -> str:
+        """The reply to a rendered prompt, cut at the first stop string."""
+        ids = self.encode(prompt)
+        return self._decode_reply(self._generate_one(ids, opts, stops), stops)
+
+    def _generate_one(self, ids: list[int], opts, stops, streamer=None, cancel=None) -> list[int]:
+        """Generate after `ids` through the prefix cache, then keep the extended cache; returns the new ids."""
+        import torch
+
+        with self._lock:
+            cache = self._prefilled(ids)
+            rows = torch.tensor([ids], device=self.model.device)  # (1, T)
+            out = self._generate(rows, torch.ones_like(rows), cache, opts, stops, streamer=streamer, cancel=cancel)
+            if cache is not None:
+                # The cache now holds prompt + reply minus the last token (whose KV was never computed).
+                self.prefix.store(out[0, : cache.get_seq_length()].tolist(), cache)
+        return out[0, len(ids) :].tolist()
+
+    def stream(self, prompt: str, opts: SamplingOptions, stops: TextStops) -> Iterator[str]:
+        """Yield the reply as text deltas while it is generated; closing the iterator stops generation.
+
+        Generate runs in a worker thread and hands token ids over a queue; this side decodes and holds back any
+        tail that may still become a stop string, so the deltas always join into exactly `complete()`'s text.
+        """
+        ids = self.encode(prompt)
+        streamer, cancel = TokenQueue(), threading.Event()
+
+        def work() -> None:
+            try:
+                self._generate_one(ids, opts, stops, streamer, cancel)
+            except BaseException as e:  # a thread boundary: hand the error to the consumer, which re-raises it
+                streamer.fail(e)
+
+        thread = threading.Thread(target=work, name="cloneus-generate", daemon=True)
+        thread.start()
+        generated: list[int] = []
+        shown = ""
+        try:
+            while (item := streamer.queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                generated.extend(item)
+                visible = stops.visible(self.tokenizer.decode(generated, skip_special_tokens=False))
+                if len(visible) > len(shown) and visible.startswith(shown):
+                    yield visible[len(shown) :]
+                    shown = visible
+            final = self._decode_reply(generated, stops)
+            if final.startswith(shown) and len(final) > len(shown):
+                yield final[len(shown) :]
+        finally:
+            cancel.set()
+            thread.join()
+
+    def complete_batch(self, prompts: list[str], opts: SamplingOptions, stops: TextStops) -> list[str]:
+        """One batched generate over several prompts that share a history; returns one reply per prompt."""
+        import torch
+
+        rows = [self.encode(p) for p in prompts]
+        shared = min(common_prefix_length(rows[0], r) for r in rows)
+        shared = min(shared, min(len(r) for r in rows) - 1)
+        suffixes = [r[shared:] for r in rows]
+        width = max(len(s) for s in suffixes)
+        input_ids, masks = [], []
+        for suffix in suffixes:
+            pad = width - len(suffix)
+            input_ids.append(rows[0][:shared] + [self.pad_token_id] * pad + suffix)
+            masks.append([1] * shared + [0] * pad + [1] * len(suffix))
+        device = self.model.device
+        with self._lock:
+            cache = self._prefilled(rows[0][: shared + 1], batch_size=len(rows)) if shared else None
+            out = self._generate(
+                torch.tensor(input_ids, device=device), torch.tensor(masks, device=device), cache, opts, stops
+            )  # (B, shared + width + new)
+        return [self._decode_reply(row.tolist(), stops) for row in out[:, shared + width :]]
+
+    def continuation_logprobs(self, prefix: str, continuations: list[str]) -> list[float]:
+        """Log-probability of each continuation after `prefix`, all scored in one batched forward pass.
+
+        The shared prefix comes from the prefix cache (prefilled once); each row then holds the last uncached
+        prefix token(s) plus that candidate's tokens, right-padded.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        fulls = [self.encode(prefix + c) for c in continuations]
+        shared = min(common_prefix_length(fulls[0], f) for f in fulls)
+        if shared == 0:
+            raise ValueError("the candidate continuations share no prefix tokens")
+        tails = [f[shared:] for f in fulls]
+        with self._lock:
+            cache = self._prefilled(fulls[0][:shared], batch_size=len(fulls))
+            cached = cache.get_seq_length() if cache is not None else 0
+            if cache is None:
+                cache = DynamicCache(config=self.model.config)
+            head = fulls[0][cached:shared]  # at least the last shared token, whose logits predict each tail
+            width = len(head) + max(len(t) for t in tails)
+            input_ids = [head + t + [self.pad_token_id] * (width - len(head) - len(t)) for t in tails]
+            mask = [[1] * (cached + len(head) + len(t)) + [0] * (width - len(head) - len(t)) for t in tails]
+            device = self.model.device
+            positions = torch.arange(cached, cached + width, device=device).expand(len(tails), -1)
+            with torch.no_grad():
+                logits = self.model(
+                    input_ids=torch.tensor(input_ids, device=device),
+                    attention_mask=torch.tensor(mask, device=device),
+                    position_ids=positions,
+                    cache=cache,
+                    use_cache=True,
+                ).logits  # (B, width, V)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        scores = []
+        for row, tail in enumerate(tails):
+            steps = torch.arange(len(head) - 1, len(head) - 1 + len(tail), device=device)
+            tokens = torch.tensor(tail, device=device)
+            scores.append(logprobs[row, steps, tokens].sum().item())
+        return scores

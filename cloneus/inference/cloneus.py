@@ -1,0 +1,347 @@
+"""`Cloneus`: the public API for talking to a trained clone (or to a base model, zero-shot).
+
+It owns the parts every backend shares: the checkpoint's config and user index, the `ChatFormatter` that turns a
+history into the exact prompt text training used, author validation, seed text, and next-speaker choice. A
+backend only turns prompt text into reply text (and scores continuations): `local` runs transformers in this
+process, `openai` calls an OpenAI-compatible server such as vLLM with the adapter loaded as a LoRA module.
+
+History is a list of `(author, text)` pairs, oldest first.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloneus.errors import CloneusError, UnknownAuthorError
+from cloneus.inference.checkpoint import read_checkpoint, read_sampling_defaults
+from cloneus.inference.speaker import Mode, choose_author, normalise, parse_mode
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cloneus.config import CloneusConfig, InferenceConfig
+    from cloneus.data.users import UserIndex
+    from cloneus.inference.sampling import SamplingOptions
+
+logger = logging.getLogger(__name__)
+
+History = Sequence[tuple[str, str]]
+
+
+def _open_backend(config: CloneusConfig, tokenizer: PreTrainedTokenizerBase, adapter: Path | None, device: str | None):
+    """Build the configured backend; for `local` this loads the base weights and the adapter."""
+    if config.inference.backend == "openai":
+        from cloneus.inference.backends.openai import OpenAIBackend
+
+        return OpenAIBackend.from_config(config.inference)
+    from cloneus.inference.backends.local import LocalBackend
+    from cloneus.models.loading import load_model
+
+    model, _ = load_model(config.model, device=device)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # The checkpoint's tokenizer gained tokens in training (custom_chat_template: chatml); the adapter holds
+        # the trained rows of the resized embeddings.
+        model.resize_token_embeddings(len(tokenizer))
+    backend = LocalBackend(model, tokenizer, prefix_cache_tokens=config.inference.prefix_cache_tokens)
+    if adapter is not None:
+        backend.load_adapter(adapter, tokenizer)
+    return backend
+
+
+def _users_from_names(names: Iterable[str]) -> UserIndex:
+    """A user index of equally weighted members, for zero-shot use without a trained checkpoint."""
+    from cloneus.data.users import User, UserIndex
+
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise CloneusError("author_names is empty; name at least one chat member")
+    share = 1 / len(names)
+    return UserIndex(
+        users=[User(id=str(i), username=n, display_name=n, message_count=1, share=share) for i, n in enumerate(names)]
+    )
+
+
+class Cloneus:
+    """A loaded clone model. Build one with `from_pretrained` or `from_model_id`.
+
+    Attributes:
+        config (`CloneusConfig`): the checkpoint's config (with this process' `inference` section).
+        users (`UserIndex`): who can be cloned.
+        checkpoint (`Path | None`): the loaded checkpoint directory; None for a zero-shot base model.
+        sampling_defaults (`SamplingOptions`): the checkpoint's saved defaults; per-call keyword arguments
+            override them.
+    """
+
+    def __init__(
+        self,
+        config: CloneusConfig,
+        users: UserIndex,
+        tokenizer: PreTrainedTokenizerBase,
+        backend: Any,
+        *,
+        checkpoint: Path | None = None,
+        sampling_defaults: SamplingOptions | None = None,
+        device: str | None = None,
+    ):
+        self._backend = backend
+        self._device_request = device
+        self._install(config, users, tokenizer, checkpoint, sampling_defaults or read_sampling_defaults(None))
+
+    def _install(self, config, users, tokenizer, checkpoint, sampling_defaults) -> None:
+        from cloneus.data.formatting import ChatFormatter
+        from cloneus.inference.stopping import TextStops
+
+        self.config = config
+        self.users = users
+        self.tokenizer = tokenizer
+        self.checkpoint = checkpoint
+        self.sampling_defaults = sampling_defaults
+        self.formatter = ChatFormatter(tokenizer, config.format, config.prompt, users)
+        specials = list(tokenizer.all_special_tokens)
+        specials += [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+        self._stops = TextStops(self.formatter.stop_strings() + specials)
+
+    # ---- construction ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint_path: str | Path,
+        *,
+        device: str | None = None,
+        inference: InferenceConfig | None = None,
+    ) -> Cloneus:
+        """Load a checkpoint (a `checkpoint-<step>` directory, or a run directory for its latest checkpoint).
+
+        Args:
+            checkpoint_path (`str | Path`): where the checkpoint is.
+            device (`str`, *optional*): `cuda`, `cpu`, ...; defaults to CUDA when available.
+            inference (`InferenceConfig`, *optional*): backend settings; defaults to the checkpoint's own.
+        """
+        from transformers import AutoTokenizer
+
+        info = read_checkpoint(checkpoint_path)
+        config = info.config if inference is None else info.config.model_copy(update={"inference": inference})
+        tokenizer = AutoTokenizer.from_pretrained(info.path)
+        backend = _open_backend(config, tokenizer, info.path, device)
+        logger.info("loaded %s (%s backend)", info.path, config.inference.backend)
+        return cls(
+            config,
+            info.users,
+            tokenizer,
+            backend,
+            checkpoint=info.path,
+            sampling_defaults=read_sampling_defaults(info.path),
+            device=device,
+        )
+
+    @classmethod
+    def from_model_id(
+        cls,
+        model_id: str,
+        author_names: Iterable[str],
+        *,
+        device: str | None = None,
+        overrides: list[str] | None = None,
+    ) -> Cloneus:
+        """A base model with no finetune, prompted as a chat between `author_names` (expect generic replies).
+
+        Args:
+            model_id (`str`): hub id, local directory, `.gguf` file, or `builtin:smollm2-135m`.
+            author_names (`Iterable[str]`): the chat members it may speak as.
+            overrides (`list[str]`, *optional*): `key.sub=value` config overrides, e.g. `format.tag_placement=...`.
+        """
+        from cloneus.config import apply_overrides, config_from_dict
+        from cloneus.models.loading import load_tokenizer
+
+        config = config_from_dict(apply_overrides({"model": {"model_id": model_id}}, overrides or []))
+        users = _users_from_names(author_names)
+        tokenizer = load_tokenizer(config.model)
+        backend = _open_backend(config, tokenizer, None, device)
+        return cls(config, users, tokenizer, backend, device=device)
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._backend is not None
+
+    @property
+    def device(self) -> str | None:
+        """Where the model runs (`cpu`, `cuda:0`, or the server URL); None once unloaded."""
+        return self._backend.device if self._backend is not None else None
+
+    @property
+    def backend(self) -> Any:
+        self._require_loaded()
+        return self._backend
+
+    def unload(self) -> None:
+        """Free the model (and on CUDA its cached memory); `swap_checkpoint` loads one again."""
+        if self._backend is None:
+            return
+        self._backend.close()
+        self._backend = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.info("model unloaded")
+
+    def swap_checkpoint(self, checkpoint_path: str | Path) -> float:
+        """Serve another checkpoint; returns the seconds it took.
+
+        A checkpoint of the same base model (same `model` config and vocabulary) only replaces the LoRA adapter;
+        anything else unloads the current model first, then loads the new one. The `inference` settings of this
+        process are kept. The prefix cache is emptied either way.
+        """
+        from transformers import AutoTokenizer
+
+        start = time.perf_counter()
+        info = read_checkpoint(checkpoint_path)
+        config = info.config.model_copy(update={"inference": self.config.inference})
+        tokenizer = AutoTokenizer.from_pretrained(info.path)
+        same_base = (
+            self._backend is not None
+            and self._backend.name == "local"
+            and config.model == self.config.model
+            and len(tokenizer) == len(self.tokenizer)
+        )
+        if same_base:
+            self._backend.load_adapter(info.path, tokenizer)
+        else:
+            self.unload()
+            self._backend = _open_backend(config, tokenizer, info.path, self._device_request)
+        self._install(config, info.users, tokenizer, info.path, read_sampling_defaults(info.path))
+        seconds = time.perf_counter() - start
+        logger.info("swapped to %s in %.2fs (%s)", info.path, seconds, "adapter only" if same_base else "full load")
+        return seconds
+
+    def _require_loaded(self) -> None:
+        if self._backend is None:
+            raise CloneusError("the model is unloaded; call swap_checkpoint(path) to load one")
+
+    # ---- generation -----------------------------------------------------------------------------------------
+
+    def _speaker(self, author: str) -> str:
+        """The name to write in `author`'s tag, or `UnknownAuthorError` when they cannot be cloned."""
+        return self.users.resolve(author).display_name
+
+    def _options(self, sampling: dict[str, Any]) -> SamplingOptions:
+        return self.sampling_defaults.merged(**sampling) if sampling else self.sampling_defaults
+
+    def _prompt(self, chat_history: History, author: str, seed_text: str | None) -> str:
+        self._require_loaded()
+        return self.formatter.generation_prompt(list(chat_history), self._speaker(author), seed_text)
+
+    def generate(self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any) -> str:
+        """`author`'s next message after `chat_history`.
+
+        Args:
+            chat_history (`Sequence[tuple[str, str]]`): `(author, text)` pairs, oldest first.
+            author (`str`): who speaks; must be a trainable user of the index.
+            seed_text (`str`, *optional*): words the reply starts with; the returned text includes them.
+            **sampling: `SamplingOptions` fields, overriding `sampling_defaults` for this call.
+
+        Raises:
+            UnknownAuthorError: `author` is unknown, excluded or opted out.
+        """
+        prompt = self._prompt(chat_history, author, seed_text)
+        return _with_seed(seed_text, self._backend.complete(prompt, self._options(sampling), self._stops))
+
+    def stream_generate(
+        self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any
+    ) -> Iterator[str]:
+        """Like `generate`, but yields the reply in pieces as it is produced (the seed text comes first).
+
+        Arguments are checked before the first piece, so a bad author raises here, not on iteration.
+        """
+        prompt = self._prompt(chat_history, author, seed_text)
+        return self._stream(prompt, seed_text, self._options(sampling))
+
+    def _stream(self, prompt: str, seed_text: str | None, opts: SamplingOptions) -> Iterator[str]:
+        started = bool(seed_text)
+        if seed_text:
+            yield seed_text
+        for piece in self._backend.stream(prompt, opts, self._stops):
+            if not started:
+                piece = piece.lstrip()
+                started = bool(piece)
+            if piece:
+                yield piece
+
+    def batch_generate(
+        self,
+        chat_history: History,
+        authors: Sequence[str],
+        seed_texts: Sequence[str | None] | None = None,
+        **sampling: Any,
+    ) -> list[str]:
+        """One reply per author to the same history, generated as one batch.
+
+        Args:
+            authors (`Sequence[str]`): who speaks in each row (repeats allowed).
+            seed_texts (`Sequence[str | None]`, *optional*): a seed per author.
+        """
+        seed_texts = list(seed_texts) if seed_texts is not None else [None] * len(authors)
+        if len(seed_texts) != len(authors):
+            raise ValueError(f"got {len(seed_texts)} seed_texts for {len(authors)} authors")
+        if not authors:
+            return []
+        prompts = [self._prompt(chat_history, a, s) for a, s in zip(authors, seed_texts, strict=True)]
+        replies = self._backend.complete_batch(prompts, self._options(sampling), self._stops)
+        return [_with_seed(s, r) for s, r in zip(seed_texts, replies, strict=True)]
+
+    # ---- next speaker ---------------------------------------------------------------------------------------
+
+    def author_probabilities(self, chat_history: History) -> dict[str, float]:
+        """Probability that each trainable author writes the next message, normalised over them.
+
+        Each candidate's tag is scored after the history in one batched pass (the history prefilled once).
+        """
+        self._require_loaded()
+        prefix, continuations = self.formatter.speaker_prompt(list(chat_history))
+        names = list(continuations)
+        if not names:
+            raise UnknownAuthorError("the user index has no trainable authors to choose from")
+        scores = self._backend.continuation_logprobs(prefix, [continuations[n] for n in names])
+        return normalise(dict(zip(names, scores, strict=True)))
+
+    def predict_author(
+        self,
+        chat_history: History,
+        mode: Mode = "weighted",
+        *,
+        threshold: float | None = None,
+        exclude: Iterable[str] = (),
+        seed: int | None = None,
+    ) -> str | None:
+        """Who speaks next: `weighted` (sampled), `top`, `uniform`, or `lurk` (None below `threshold`).
+
+        Args:
+            mode (`str | tuple[str, float]`): also `("lurk", 0.5)` or `"lurk(0.5)"`.
+            threshold (`float`, *optional*): lurk's threshold when `mode` is plain `"lurk"`.
+            exclude (`Iterable[str]`, *optional*): authors never picked (e.g. the human in a chat).
+            seed (`int`, *optional*): seeds the draw of `weighted` and `uniform`.
+        """
+        name, threshold = parse_mode(mode, threshold)
+        if name == "uniform":
+            probs = {u.display_name: 1.0 for u in self.users.trainable()}
+        else:
+            probs = self.author_probabilities(chat_history)
+        skip = {e.casefold() for e in exclude}
+        kept = {k: v for k, v in probs.items() if k.casefold() not in skip}
+        total = sum(kept.values())
+        kept = {k: v / total for k, v in kept.items()} if total > 0 else kept
+        return choose_author(kept, name, threshold, random.Random(seed))
+
+
+def _with_seed(seed_text: str | None, reply: str) -> str:
+    return seed_text + reply if seed_text else reply.lstrip()
