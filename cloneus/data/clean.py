@@ -70,12 +70,12 @@ def _sort_by_time(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("timestamp", kind="stable", na_position="last")
 
 
-def _name_maps(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+def _name_maps(frame: pd.DataFrame, attrs: dict) -> tuple[dict[str, str], dict[str, str]]:
     """Who and which channel an id names: the frame's own authors first, then what the reader knew."""
-    users = {str(k): str(v) for k, v in frame.attrs.get("user_names", {}).items() if v}
+    users = {str(k): str(v) for k, v in attrs.get("user_names", {}).items() if v}
     latest = frame.drop_duplicates("author_id", keep="last")
     users.update(zip(latest["author_id"].astype(str), latest["author"].astype(str), strict=True))
-    channels = {str(k): str(v) for k, v in frame.attrs.get("channels", {}).items() if v}
+    channels = {str(k): str(v) for k, v in attrs.get("channels", {}).items() if v}
     return users, channels
 
 
@@ -90,7 +90,7 @@ def _resolve_markup(texts: pd.Series, users: dict[str, str], channels: dict[str,
     return texts.map(lambda t: DISCORD_MARKUP.sub(replace, t))
 
 
-def _rewrite_text(frame: pd.DataFrame, cleaning: CleaningConfig) -> tuple[pd.Series, pd.Series]:
+def _rewrite_text(frame: pd.DataFrame, cleaning: CleaningConfig, attrs: dict) -> tuple[pd.Series, pd.Series]:
     """The cleaned text column, and which rows held only CDN links."""
     import pandas as pd
 
@@ -105,7 +105,7 @@ def _rewrite_text(frame: pd.DataFrame, cleaning: CleaningConfig) -> tuple[pd.Ser
     if cleaning.resolve_mentions:
         has_markup = text.str.contains("<", regex=False)
         if has_markup.any():
-            users, channels = _name_maps(frame)
+            users, channels = _name_maps(frame, attrs)
             text = text.mask(has_markup, _resolve_markup(text[has_markup], users, channels))
     if cleaning.collapse_blank_lines:
         multiline = text.str.contains("\n", regex=False)
@@ -180,7 +180,7 @@ def clean_messages(
         # The appended space stands in for end-of-text: `$` and `\s` would push pandas off pyarrow onto Python re.
         command = (out["text"] + " ").str.contains(rf"^[ \t]*(?:{prefixes})[A-Za-z0-9_][A-Za-z0-9_-]*[ \t\r\n]")
         drop(command, "command")
-    text, cdn_only = _rewrite_text(out, cleaning)
+    text, cdn_only = _rewrite_text(out, cleaning, attrs)
     out["text"] = text
     if cleaning.drop_empty:
         drop(cdn_only, "attachment_only")

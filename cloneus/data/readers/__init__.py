@@ -16,6 +16,8 @@ from cloneus.data.readers.csv_formats import read_dce_csv, read_generic_csv
 from cloneus.data.readers.dce_json import read_dce_json
 from cloneus.data.readers.detect import detect_format, known_formats
 from cloneus.data.readers.frames import FORMAT_NAMES
+from cloneus.data.readers.telegram import read_telegram
+from cloneus.data.readers.whatsapp import read_whatsapp
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,12 +27,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["FORMAT_NAMES", "detect_format", "known_formats", "read_chat"]
 
 
-def read_chat(path: str | Path) -> pd.DataFrame:
+def read_chat(path: str | Path, *, chat: str | None = None) -> pd.DataFrame:
     """Read a chat export of any supported format into the canonical message frame.
 
     Args:
         path (`str | Path`): a DiscordChatExporter JSON or CSV, a generic `username,text[,timestamp]` CSV, a
             WhatsApp `.txt` or a Telegram Desktop `result.json`. The extension is ignored.
+        chat (`str`, *optional*): for a full Telegram export, the name or id of the chat to read (default: the
+            largest). Ignored by the other formats.
 
     Returns:
         `pd.DataFrame` with columns `message_id, author_id, author, text, timestamp, reply_to` (+ extras), in
@@ -42,11 +46,15 @@ def read_chat(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     fmt = detect_format(path)
-    readers = {
-        "dce_json": read_dce_json,
-        "dce_csv": read_dce_csv,
-        "generic_csv": read_generic_csv,
-    }
-    frame = readers[fmt](path)
+    if fmt == "telegram":
+        frame = read_telegram(path, chat=chat)
+    else:
+        readers = {
+            "dce_json": read_dce_json,
+            "dce_csv": read_dce_csv,
+            "generic_csv": read_generic_csv,
+            "whatsapp": read_whatsapp,
+        }
+        frame = readers[fmt](path)
     logger.info("%s: %d messages read as %s", path, len(frame), FORMAT_NAMES[fmt])
     return frame

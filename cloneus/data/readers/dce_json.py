@@ -9,9 +9,9 @@ and every other system type are counted under `dropped["system"]`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from cloneus.data.readers.frames import UTF8_BOM, build_frame, parse_timestamps, utf8_error
+from cloneus.data.readers.frames import build_frame, open_json, parse_timestamps, utf8_error
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -20,18 +20,11 @@ if TYPE_CHECKING:
 CONVERSATION_TYPES = frozenset({"Default", "Reply"})
 
 
-def _open_at_start(path: Path) -> BinaryIO:
-    f = open(path, "rb")
-    if f.read(len(UTF8_BOM)) != UTF8_BOM:
-        f.seek(0)
-    return f
-
-
 def _first_item(path: Path, prefix: str) -> Any:
     """The value at `prefix` (e.g. 'guild'); DCE writes guild and channel before messages, so this reads little."""
     import ijson
 
-    with _open_at_start(path) as f:
+    with open_json(path) as f:
         try:
             return next(ijson.items(f, prefix, use_float=True), None)
         except ijson.JSONError:
@@ -44,7 +37,7 @@ def _json_error(path: Path, err: Exception, count: int) -> DataFormatError:
         return bad
     return DataFormatError(
         path,
-        f"invalid or truncated JSON after {count} message(s) ({err}); re-export the channel",
+        f"invalid or truncated JSON after {count} message(s) ({str(err).splitlines()[0]}); re-export the channel",
         field=f"messages[{count}]",
     )
 
@@ -66,7 +59,7 @@ def read_dce_json(path: str | Path) -> pd.DataFrame:
     user_names: dict[str, str] = {}
     system = 0
     count = 0
-    with _open_at_start(path) as f:
+    with open_json(path) as f:
         try:
             for count, m in enumerate(ijson.items(f, "messages.item", use_float=True), start=1):
                 if m.get("type", "Default") not in CONVERSATION_TYPES:

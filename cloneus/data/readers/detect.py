@@ -101,6 +101,8 @@ def detect_format(path: str | Path) -> str:
     head = head_bytes[skip:].decode("utf-8", errors="replace")
     if not head.strip():
         raise DataFormatError(path, "file is empty")
-    if head.lstrip()[0] in "{[":
+    first = head.lstrip()
+    # iOS WhatsApp lines start with "[", like a JSON array; the date stamp tells them apart.
+    if first[0] == "{" or (first[0] == "[" and not WHATSAPP_STAMP.match(first)):
         return _detect_json(path, skip)
     return _detect_text(path, head)

@@ -11,7 +11,7 @@ import codecs
 import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cloneus.errors import DataFormatError
 
@@ -92,6 +92,14 @@ def parse_timestamps(
             **where(bad),
         )
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def open_json(path: str | Path) -> BinaryIO:
+    """Open a JSON file for ijson in binary mode, past a UTF-8 byte-order mark if there is one."""
+    f = open(path, "rb")
+    if f.read(len(UTF8_BOM)) != UTF8_BOM:
+        f.seek(0)
+    return f
 
 
 def locate_bad_utf8(path: str | Path) -> tuple[int, int] | None:

@@ -1,0 +1,159 @@
+"""Telegram Desktop JSON exports: a single chat's `result.json`, or a full account export (`chats.list`).
+
+A single chat streams its messages with ijson. A full export holds many chats; mixing them would invent
+conversations that never happened, so one chat is read: the one named by `chat=` (name or id), else the one
+with the most messages (logged, with the others listed). Service messages (joins, pins, calls) count as
+`dropped["system"]`; messages from deleted accounts (no `from`) as `dropped["no_author"]`. `text` may be a
+string or a list of plain strings and entity objects, which are flattened to their text.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloneus.data.readers.frames import build_frame, open_json, parse_timestamps, utf8_error
+from cloneus.errors import DataFormatError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+def _flatten(text: Any) -> str:
+    if isinstance(text, str):
+        return text
+    if isinstance(text, list):
+        return "".join(part if isinstance(part, str) else str(part.get("text", "")) for part in text)
+    return ""
+
+
+class _Columns:
+    """Column lists filled one message at a time."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Any]] = {
+            k: [] for k in ("message_id", "author_id", "author", "text", "timestamp", "reply_to")
+        }
+        self.positions: list[int] = []
+        self.dropped = {"system": 0, "no_author": 0}
+
+    def add(self, position: int, m: dict[str, Any]) -> None:
+        if m.get("type", "message") != "message":
+            self.dropped["system"] += 1
+            return
+        if not m.get("from"):
+            self.dropped["no_author"] += 1
+            return
+        self.positions.append(position)
+        unix = m.get("date_unixtime")
+        reply = m.get("reply_to_message_id")
+        self.rows["message_id"].append(str(m.get("id", position)))
+        self.rows["author_id"].append(str(m.get("from_id") or m["from"]))
+        self.rows["author"].append(str(m["from"]))
+        self.rows["text"].append(_flatten(m.get("text")))
+        # date_unixtime (newer exports) is exact UTC; `date` is local time without a zone.
+        self.rows["timestamp"].append(f"@{unix}" if unix else m.get("date"))
+        self.rows["reply_to"].append(str(reply) if reply is not None else None)
+
+
+def _stamps(path: Path, cols: _Columns, where_prefix: str) -> pd.Series:
+    import pandas as pd
+
+    raw = pd.Series(cols.rows["timestamp"], dtype=object)
+    unix = raw.str.startswith("@", na=False)
+    dates = parse_timestamps(
+        raw.where(~unix, "1970-01-01T00:00:00"),
+        path=path,
+        where=lambda i: {"field": f"{where_prefix}[{cols.positions[i]}].date"},
+    )
+    if unix.any():
+        seconds = pd.to_numeric(raw[unix].str[1:], errors="coerce")
+        if seconds.isna().any():
+            bad = int(seconds.isna().to_numpy().argmax())
+            raise DataFormatError(
+                path, "date_unixtime is not a number", field=f"{where_prefix}[{cols.positions[bad]}].date_unixtime"
+            )
+        dates[unix] = pd.to_datetime(seconds, unit="s", utc=True).astype("datetime64[ns, UTC]")
+    return dates
+
+
+def _is_full_export(path: Path) -> bool:
+    """A full export has a top-level `chats` object; a single chat has `messages` (both come after small keys)."""
+    import ijson
+
+    with open_json(path) as f:
+        try:
+            for prefix, event, value in ijson.parse(f):
+                if prefix == "" and event == "map_key" and value in ("chats", "messages"):
+                    return value == "chats"
+        except ijson.JSONError:
+            return False
+    return False
+
+
+def _read_single(path: Path) -> tuple[_Columns, str, str]:
+    import ijson
+
+    cols = _Columns()
+    with open_json(path) as f:
+        name = next(ijson.items(f, "name"), None)
+    with open_json(path) as f:
+        position = 0
+        try:
+            for position, m in enumerate(ijson.items(f, "messages.item", use_float=True)):
+                cols.add(position, m)
+        except (ijson.JSONError, UnicodeDecodeError) as e:
+            raise utf8_error(path) or DataFormatError(
+                path,
+                f"invalid or truncated JSON near message {position} ({str(e).splitlines()[0]})",
+                field=f"messages[{position}]",
+            ) from None
+    return cols, str(name or ""), "messages"
+
+
+def _read_full(path: Path, chat: str | None) -> tuple[_Columns, str, str]:
+    import ijson
+
+    best: tuple[_Columns, str, int, int] | None = None
+    seen: list[str] = []
+    with open_json(path) as f:
+        try:
+            for index, c in enumerate(ijson.items(f, "chats.list.item", use_float=True)):
+                name, ident, messages = str(c.get("name") or ""), str(c.get("id", "")), c.get("messages") or []
+                seen.append(f"{name or '(unnamed)'} (id {ident}, {len(messages)} messages)")
+                wanted = chat in (name, ident) if chat is not None else best is None or len(messages) > best[2]
+                if wanted:
+                    cols = _Columns()
+                    for position, m in enumerate(messages):
+                        cols.add(position, m)
+                    best = (cols, name, len(messages), index)
+        except (ijson.JSONError, UnicodeDecodeError) as e:
+            raise utf8_error(path) or DataFormatError(
+                path,
+                f"invalid or truncated JSON after {len(seen)} chat(s) ({str(e).splitlines()[0]})",
+                field="chats.list",
+            ) from None
+    if best is None:
+        problem = f"no chat named {chat!r}" if chat else "no chats"
+        raise DataFormatError(path, f"{problem}; chats in this export: {'; '.join(seen) or 'none'}", field="chats")
+    cols, name, _, index = best
+    if chat is None and len(seen) > 1:
+        logger.info("%s: read chat %r, the largest of: %s (pick another with chat=)", path, name, "; ".join(seen))
+    return cols, name, f"chats.list[{index}].messages"
+
+
+def read_telegram(path: str | Path, chat: str | None = None) -> pd.DataFrame:
+    """Read a Telegram Desktop JSON export into the canonical frame.
+
+    Args:
+        path (`str | Path`): `result.json`.
+        chat (`str`, *optional*): in a full export, the chat's name or id; defaults to the largest chat.
+    """
+    path = Path(path)
+    cols, name, where = _read_full(path, chat) if _is_full_export(path) else _read_single(path)
+    if cols.positions:
+        cols.rows["timestamp"] = _stamps(path, cols, where)
+    return build_frame(cols.rows, path=path, fmt="telegram", dropped=cols.dropped, extra_attrs={"chat": name})

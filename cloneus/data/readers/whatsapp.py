@@ -1,0 +1,132 @@
+"""WhatsApp "Export chat" text files, iOS and Android layouts.
+
+    [15.01.24, 09:05:12] Alice: hi            iOS (date order and separators follow the phone's locale)
+    15/01/2024, 09:05 - Alice: hi             Android
+    1/15/24, 9:05 PM - Alice: hi              Android, US locale, 12-hour clock
+
+A line that starts with a date stamp opens a message; any other line continues the previous one. The date
+order (day/month or month/day) and the clock (12 or 24 hours) are decided once for the whole file: a first
+field above 12 means day-first, a second above 12 month-first, and if the file never says, the order whose
+timestamps run forwards more consistently wins. The times carry no zone, so they are read as UTC; only the
+gaps between them matter downstream. System notices (Android: a stamp line without `Name: `; iOS: text
+that starts with U+200E LEFT-TO-RIGHT MARK) count as `dropped["system"]`; media placeholders
+(`<Media omitted>`, `image omitted`, `<attached: ...>`) as `dropped["media"]`; "This message was deleted" as
+`dropped["deleted"]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cloneus.data.readers.frames import build_frame, utf8_error
+from cloneus.errors import DataFormatError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+STAMP_LINE = (
+    r"^[\u200e\u200f]?\[?(?P<date>\d{1,4}[./-]\d{1,2}[./-]\d{1,4}),?[ \u202f\u00a0]+"
+    r"(?P<hour>\d{1,2})[:.](?P<minute>\d{2})(?:[:.](?P<second>\d{2}))?"
+    r"(?:[ \u202f\u00a0]*(?P<ampm>[AaPp])\.?[ \u202f\u00a0]?[Mm]\.?)?(?:\] |[ \u202f\u00a0][-\u2013] )(?P<rest>.*)$"
+)
+# Up to 60 characters without a colon, then ": " - a system line like "Alice added Bob" has no such prefix.
+AUTHOR_SPLIT = r"^(?P<author>[^:\n]{1,60}?):(?: (?P<text>[\s\S]*))?$"
+MEDIA = re.compile(r"^(?:<Media omitted>|(?:image|video|audio|sticker|GIF|document) omitted|<attached: [^>]*>)$")
+DELETED = re.compile(r"^(?:This message was deleted\.?|You deleted this message\.?)$")
+DIRECTION_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2068\u2069"
+
+
+def _date_parts(dates: pd.Series, times: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Year/month/day/hour/minute/second columns, with the date order chosen for the whole file."""
+    import pandas as pd
+
+    fields = dates.str.split(r"[./-]", expand=True, regex=True).astype(int)
+    a, b, c = fields[0], fields[1], fields[2]
+    hour = times["hour"].astype(int)
+    if times["ampm"].notna().any():
+        pm = times["ampm"].fillna("a").str.lower().eq("p")
+        hour = hour % 12 + pm * 12
+    clock = pd.DataFrame(
+        {"hour": hour, "minute": times["minute"].astype(int), "second": times["second"].fillna("0").astype(int)}
+    )
+    if (a > 31).any():
+        orders = {"year-first": (a, b, c)}
+    elif (a > 12).any():
+        orders = {"day-first": (c, b, a)}
+    elif (b > 12).any():
+        orders = {"month-first": (c, a, b)}
+    else:
+        orders = {"day-first": (c, b, a), "month-first": (c, a, b)}
+    best = None
+    for name, (year, month, day) in orders.items():
+        year = year.where(year >= 100, year + 2000)
+        parts = pd.DataFrame({"year": year, "month": month, "day": day}).join(clock)
+        stamps = pd.to_datetime(parts, errors="coerce", utc=True)
+        score = (int(stamps.isna().sum()), int((stamps.diff() < pd.Timedelta(0)).sum()))
+        if best is None or score < best[0]:
+            best = (score, name, stamps)
+    _, order, stamps = best
+    if len(orders) > 1:
+        logger.info("%s: day/month order is ambiguous; %s fits the message order best", path, order)
+    return stamps
+
+
+def read_whatsapp(path: str | Path) -> pd.DataFrame:
+    """Read a WhatsApp chat export (`_chat.txt` / `WhatsApp Chat with X.txt`) into the canonical frame.
+
+    `author_id` is the name as shown in the export (a contact name or phone number).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise utf8_error(path) or DataFormatError(path, "not valid UTF-8") from None
+    lines = pd.Series(raw.replace("\r\n", "\n").replace("\r", "\n").split("\n"), dtype="str")
+    head = lines.str.extract(STAMP_LINE)
+    starts = head["date"].notna()
+    if not starts.any():
+        raise DataFormatError(path, "no WhatsApp message lines found", line=1)
+    group = starts.cumsum()
+    orphans = (group == 0) & lines.str.strip().ne("")
+    if orphans.any():
+        logger.warning("%s: ignored %d line(s) before the first message", path, int(orphans.sum()))
+    body = head["rest"].where(starts, lines)[group > 0]
+    multi = group[group > 0].duplicated(keep=False)
+    text = body[~multi]
+    if multi.any():
+        joined = body[multi].groupby(group[group > 0][multi], sort=False).agg("\n".join)
+        first_rows = group[group > 0][multi].drop_duplicates()
+        text = pd.concat([text, pd.Series(joined.to_numpy(), index=first_rows.index)]).sort_index()
+    heads = head[starts]
+    line_numbers = heads.index + 1
+    stamps = _date_parts(heads["date"], heads[["hour", "minute", "second", "ampm"]], path)
+    if stamps.isna().any():
+        bad = int(stamps.isna().to_numpy().argmax())
+        raise DataFormatError(
+            path, f"impossible date {heads['date'].iloc[bad]!r}", line=int(line_numbers[bad]), field="date"
+        )
+    split = text.str.extract(AUTHOR_SPLIT)
+    content = split["text"].fillna("").str.strip().str.strip(DIRECTION_MARKS)
+    media = content.str.match(MEDIA) & split["author"].notna()
+    # iOS writes system notices as "Group name: \u200eNadia added Lea"; real messages never start with the mark.
+    system = split["author"].isna() | (split["text"].fillna("").str.startswith("\u200e") & ~media)
+    deleted = content.str.match(DELETED) & ~system
+    keep = ~(system | media | deleted)
+    author = split["author"][keep].str.strip(DIRECTION_MARKS + " ~\u00a0")
+    columns = {
+        "message_id": pd.Series(line_numbers[keep.to_numpy()].astype(str), index=author.index),
+        "author_id": author,
+        "author": author,
+        "text": content[keep],
+        "timestamp": stamps[keep],
+        "reply_to": pd.Series(None, index=author.index, dtype=object),
+    }
+    dropped = {"system": int(system.sum()), "media": int(media.sum()), "deleted": int(deleted.sum())}
+    return build_frame(columns, path=path, fmt="whatsapp", dropped=dropped)
