@@ -1,0 +1,198 @@
+"""`/sampling`: per-channel generation defaults (sampling options, a preset, auto-reply, webhook posting).
+
+A channel's settings are rows of the store's `channel_settings` table: `preset` (a name from
+`config/sampling_presets.yaml`), `sampling` (a dict of option overrides), `autoreply` (`off`, `always` or
+`lurk:<threshold>`) and `webhook` (bool). The options of one request are layered, each layer validated by
+`SamplingOptions`: the preset's values, then the channel's overrides, then the options typed on the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cloneus.errors import CloneusError
+
+if TYPE_CHECKING:
+    from bot.client import CloneusBot
+    from bot.store import Store
+
+logger = logging.getLogger(__name__)
+
+BOT_SETTINGS = {
+    "autoreply": "off | always | lurk:<threshold 0-1> — answer organic messages as a predicted author",
+    "webhook": "on | off — post clone replies through a webhook with the member's name and avatar",
+}
+LURK = re.compile(r"^lurk(?:[:( ]\s*([0-9.]+)\s*\)?)?$")
+DEFAULT_LURK_THRESHOLD = 0.5
+WEBHOOK_WORDS = {
+    "on": True,
+    "true": True,
+    "yes": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "no": False,
+    "0": False,
+}
+AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
+
+
+def sampling_fields() -> dict[str, Any]:
+    from cloneus.inference.sampling import SamplingOptions
+
+    return SamplingOptions.model_fields
+
+
+def validate_sampling(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate sampling overrides; returns them typed (`"0.7"` → 0.7), only the keys given.
+
+    Raises:
+        `ConfigError`: one line per bad key, naming the key, the value and its valid range.
+    """
+    from cloneus.inference.sampling import SamplingOptions
+
+    options = SamplingOptions.parse(values, source="sampling").model_dump()
+    return {key: options[key] for key in values}
+
+
+def parse_autoreply(raw: str) -> str:
+    """Normalise `off`, `always`, `lurk`, `lurk:0.6`, `lurk(0.6)` to `off` / `always` / `lurk:<t>`.
+
+    Raises:
+        `CloneusError`: anything else, or a threshold outside 0-1.
+    """
+    word = raw.strip().lower()
+    if word in ("off", "always"):
+        return word
+    match = LURK.match(word)
+    if match is None:
+        raise CloneusError(f"autoreply={raw!r}: expected off, always or lurk:<threshold between 0 and 1>")
+    threshold = float(match.group(1)) if match.group(1) else DEFAULT_LURK_THRESHOLD
+    if not 0 <= threshold <= 1:
+        raise CloneusError(f"autoreply lurk threshold {threshold} must be between 0 and 1")
+    return f"lurk:{threshold:g}"
+
+
+def autoreply_mode(setting: str | None) -> str | tuple[str, float] | None:
+    """The stored auto-reply setting as a `predict_author` mode: None (off), 'weighted', or ('lurk', t)."""
+    if not setting or setting == "off":
+        return None
+    if setting == "always":
+        return "weighted"
+    return ("lurk", float(setting.partition(":")[2]))
+
+
+async def request_sampling(
+    store: Store, channel_id: int, overrides: dict[str, Any] | None = None, preset: str | None = None
+) -> dict[str, Any]:
+    """The sampling options of one request in a channel: preset ← channel overrides ← `overrides` (validated).
+
+    Args:
+        store (`Store`): where the channel's settings live.
+        channel_id (`int`): the channel.
+        overrides (`dict`, *optional*): options typed on the command; `None` values are unset options.
+        preset (`str`, *optional*): a preset named on the command, used instead of the channel's.
+
+    Raises:
+        `CloneusError`: an unknown preset, or an option out of range (names it and the range).
+    """
+    from cloneus.inference.sampling import load_presets
+
+    settings = await store.get_channel_settings(channel_id)
+    values: dict[str, Any] = {}
+    name = preset or settings.get("preset")
+    if name:
+        presets = load_presets()
+        if name in presets:
+            values.update(presets[name].model_dump(exclude_unset=True))
+        elif preset:
+            raise CloneusError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(presets))}")
+        else:
+            logger.warning("channel %d uses preset %r, which no longer exists; ignoring it", channel_id, name)
+    values.update(settings.get("sampling") or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate_sampling(values)
+
+
+class SamplingCog(commands.GroupCog, group_name="sampling", group_description="Generation settings of this channel"):
+    """Per-channel sampling defaults; options given on a `/clone` command override them."""
+
+    def __init__(self, bot: CloneusBot):
+        self.bot = bot
+
+    async def _key_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice]:
+        keys = [*BOT_SETTINGS, *sampling_fields()]
+        return [app_commands.Choice(name=k, value=k) for k in keys if current.lower() in k][:AUTOCOMPLETE_LIMIT]
+
+    async def _preset_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice]:
+        from cloneus.inference.sampling import load_presets
+
+        names = sorted(load_presets())
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:AUTOCOMPLETE_LIMIT]
+
+    @app_commands.command(name="show")
+    async def show(self, interaction: discord.Interaction) -> None:
+        """Show this channel's preset, overrides, auto-reply and webhook settings."""
+        settings = await self.bot.store.get_channel_settings(interaction.channel_id)
+        values = await request_sampling(self.bot.store, interaction.channel_id)
+        embed = discord.Embed(title=f"Sampling in #{getattr(interaction.channel, 'name', interaction.channel_id)}")
+        embed.add_field(name="preset", value=settings.get("preset") or "none")
+        embed.add_field(name="autoreply", value=settings.get("autoreply", "off"))
+        embed.add_field(name="webhook", value="on" if settings.get("webhook") else "off")
+        overrides = "\n".join(f"`{k}` = `{v!r}`" for k, v in sorted(values.items())) or "model defaults"
+        embed.add_field(name="options (preset + channel)", value=overrides[:1024], inline=False)
+        embed.set_footer(text="Change with /sampling set key value, /sampling preset, /sampling reset")
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="set")
+    @app_commands.describe(key="A sampling option (e.g. temperature), autoreply or webhook", value="The new value")
+    @app_commands.autocomplete(key=_key_autocomplete)
+    async def set_(self, interaction: discord.Interaction, key: str, value: str) -> None:
+        """Set one generation option for this channel (validated; the error names the valid range)."""
+        channel_id = interaction.channel_id
+        if key == "autoreply":
+            shown = parse_autoreply(value)
+            await self.bot.store.set_channel_setting(channel_id, key, shown)
+        elif key == "webhook":
+            if value.strip().lower() not in WEBHOOK_WORDS:
+                raise CloneusError(f"webhook={value!r}: expected on or off")
+            shown = WEBHOOK_WORDS[value.strip().lower()]
+            await self.bot.store.set_channel_setting(channel_id, key, shown)
+        elif key in sampling_fields():
+            current = (await self.bot.store.get_channel_settings(channel_id)).get("sampling") or {}
+            stored = validate_sampling(current | {key: value})
+            shown = stored[key]
+            await self.bot.store.set_channel_setting(channel_id, "sampling", stored)
+        else:
+            raise CloneusError(f"unknown setting {key!r}; choose autoreply, webhook or a sampling option")
+        await interaction.response.send_message(f"Set `{key}` = `{shown!r}` for this channel.")
+
+    @app_commands.command(name="preset")
+    @app_commands.describe(name="A preset from config/sampling_presets.yaml")
+    @app_commands.autocomplete(name=_preset_autocomplete)
+    async def preset(self, interaction: discord.Interaction, name: str) -> None:
+        """Use a named sampling preset in this channel (channel overrides still apply on top)."""
+        from cloneus.inference.sampling import load_presets
+
+        presets = load_presets()
+        if name not in presets:
+            raise CloneusError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(presets))}")
+        await self.bot.store.set_channel_setting(interaction.channel_id, "preset", name)
+        options = ", ".join(f"{k}={v!r}" for k, v in presets[name].model_dump(exclude_unset=True).items())
+        await interaction.response.send_message(f"Preset `{name}` is now used here ({options or 'defaults'}).")
+
+    @app_commands.command(name="reset")
+    async def reset(self, interaction: discord.Interaction) -> None:
+        """Forget this channel's preset, overrides, auto-reply and webhook settings."""
+        await self.bot.store.reset_channel_settings(interaction.channel_id)
+        await interaction.response.send_message("Sampling settings of this channel reset to the model defaults.")
+
+
+async def setup(bot: CloneusBot) -> None:
+    await bot.add_cog(SamplingCog(bot))

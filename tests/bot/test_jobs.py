@@ -1,0 +1,289 @@
+"""JobManager without Discord: validation, progress tailing, finishing, cancel, resume after a restart, cron.
+
+The real trainer is exercised end to end by `/admin train` in `test_cog_admin.py`. Here the test plays the
+trainer's side of the progress-file contract (contract 8) itself: a sleeping Python process stands in for the
+training pid (its argv carries "cloneus", which is how `pid_alive` recognises a training process), and the test
+appends the JSON lines the trainer would write. That makes every state transition deterministic and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.jobs import JobManager, ProgressState, format_duration, pid_alive, read_progress
+from bot.registry import ModelRegistry
+from bot.settings import Settings
+from bot.store import Store
+from cloneus.data.users import User, UserIndex
+from cloneus.errors import CloneusError, ConfigError
+
+POLL_S = 0.05
+
+
+def write_events(path: Path, *events: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        for event in events:
+            f.write(json.dumps(event) + "\n")
+
+
+def stand_in(script: str = "import time; time.sleep(60)") -> subprocess.Popen:
+    """A process that lives like a trainer; 'cloneus' in its argv marks it as one for `pid_alive`."""
+    return subprocess.Popen([sys.executable, "-c", script, "cloneus"], start_new_session=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    config = tmp_path / "train_config.yaml"
+    config.write_text("model:\n  model_id: builtin:smollm2-135m\n", encoding="utf-8")
+    chat_dir = tmp_path / "chat"
+    chat_dir.mkdir()
+    return Settings(
+        token="x",
+        guild_ids=[1],
+        db_path=tmp_path / "bot.db",
+        models_json=tmp_path / "models.json",
+        config_path=config,
+        chat_dir=chat_dir,
+        users_json=tmp_path / "users.json",
+    )
+
+
+@pytest.fixture
+async def store(settings: Settings):
+    async with await Store.open(settings.db_path) as store:
+        yield store
+
+
+@pytest.fixture
+def registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(settings.models_json)
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+async def running_job(store: Store, jobs: JobManager, proc: subprocess.Popen, name: str = "m1") -> tuple[int, Path]:
+    """A job row as `start_training` leaves it, pointing at `proc` and a fresh progress file."""
+    job_dir = jobs.jobs_dir / "stand-in"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    progress = job_dir / f"{name}.jsonl"
+    config = {"name": name, "chatlog": "chat.json", "progress_file": str(progress), "log_file": str(job_dir / "log")}
+    job_id = await store.create_job(config=config, run_dir=None, pid=proc.pid, name=name)
+    return job_id, progress
+
+
+class TestProgressState:
+    def test_folds_events_into_one_line(self):
+        state = ProgressState()
+        for event in [
+            {"event": "start", "run_dir": "runs/x/y", "total": 100},
+            {"event": "log", "step": 40, "total": 100, "loss": 2.314, "tokens_per_s": 812.4, "eta_s": 192},
+            {"event": "eval", "step": 40, "eval_loss": 2.396},
+        ]:
+            state.apply(event)
+        filled = round(12 * 40 / 100)
+        bar = f"[{'█' * filled}{'░' * (12 - filled)}]"
+        assert state.render() == f"{bar} 40/100 · loss 2.31 · eval 2.40 · 812 tok/s · ETA 3m12s"
+        assert state.run_dir == "runs/x/y" and state.final is None
+
+    def test_final_event_keeps_last_checkpoint_and_drops_eta(self):
+        state = ProgressState()
+        state.apply({"event": "log", "step": 3, "total": 3, "eta_s": 5})
+        state.apply({"event": "checkpoint", "step": 3, "path": "runs/x/y/checkpoint-3"})
+        state.apply({"event": "interrupted", "checkpoint": None})
+        assert state.final == "interrupted" and state.final_checkpoint == "runs/x/y/checkpoint-3"
+        assert "ETA" not in state.render()
+
+    @pytest.mark.parametrize(("seconds", "text"), [(42, "42s"), (192, "3m12s"), (3900, "1h05m"), (-1, "0s")])
+    def test_format_duration(self, seconds, text):
+        assert format_duration(seconds) == text
+
+
+class TestReadProgress:
+    def test_partial_line_waits_for_its_newline(self, tmp_path: Path):
+        path = tmp_path / "progress.jsonl"
+        path.write_text('{"event": "start", "total": 2}\n{"event": "log", "ste', encoding="utf-8")
+        events, offset = read_progress(path)
+        assert events == [{"event": "start", "total": 2}]
+        with path.open("a", encoding="utf-8") as f:
+            f.write('p": 1}\nnot json\n')
+        events, offset = read_progress(path, offset)
+        assert events == [{"event": "log", "step": 1}]
+        assert offset == path.stat().st_size
+
+    def test_missing_file_is_no_events(self, tmp_path: Path):
+        assert read_progress(tmp_path / "none.jsonl", 7) == ([], 7)
+
+
+class TestPidAlive:
+    def test_running_then_exited(self, procs):
+        proc = stand_in("import time; time.sleep(0.3)")
+        procs.append(proc)
+        assert pid_alive(proc.pid)
+        proc.wait()
+        assert not pid_alive(proc.pid)
+
+    def test_foreign_process_is_not_a_job(self, procs):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        procs.append(proc)
+        assert not pid_alive(proc.pid)
+        assert not pid_alive(None)
+
+
+class TestStartValidation:
+    async def test_bad_name_missing_export_and_bad_value_start_nothing(self, store, settings, registry, tmp_path):
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        chatlog = settings.chat_dir / "1-2.json"
+        chatlog.write_text("{}", encoding="utf-8")
+        with pytest.raises(CloneusError, match="name 'bad name'"):
+            await jobs.start_training({"name": "bad name", "chatlog": chatlog})
+        with pytest.raises(CloneusError, match="run /admin export first"):
+            await jobs.start_training({"name": "ok", "chatlog": settings.chat_dir / "missing.json"})
+        with pytest.raises(ConfigError, match="training.chunk_size"):
+            await jobs.start_training({"name": "ok", "chatlog": chatlog, "chunk_size": -5})
+        assert await store.list_jobs() == []
+
+    def test_command_carries_options_as_config_overrides(self, store, settings, registry, tmp_path):
+        jobs = JobManager(store, settings, registry)
+        argv = jobs.build_command(
+            {"name": "m", "chatlog": "c.json", "hours": 2.5, "max_steps": 3, "epochs": None}, tmp_path / "p.jsonl"
+        )
+        assert argv[:4] == [sys.executable, "-m", "cloneus", "train"]
+        assert "dataset.hours_between_sessions=2.5" in argv and "training.num_epochs=None" not in " ".join(argv)
+        assert argv[argv.index("--max-steps") + 1] == "3" and argv[argv.index("--run-name") + 1] == "m"
+        assert argv[argv.index("--progress-file") + 1] == str(tmp_path / "p.jsonl")
+
+    async def test_opted_out_members_are_written_into_the_index_before_launch(
+        self, store, settings, registry, tmp_path
+    ):
+        users = [
+            User(id="11", username="alice", display_name="Alice", message_count=5, share=0.5),
+            User(id="22", username="bob", display_name="Bob", message_count=5, share=0.5),
+        ]
+        UserIndex(users=users).save(settings.users_json)
+        await store.set_opt_out(11, True)
+        chatlog = settings.chat_dir / "1-2.json"
+        chatlog.write_text("{}", encoding="utf-8")
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job = await jobs.start_training({"name": "consent", "chatlog": chatlog, "max_steps": 1})
+        await jobs.close(cancel_running=True)
+        index = UserIndex.load(settings.users_json)
+        assert index.get("alice").opted_out and not index.get("bob").opted_out
+        assert job.pid is not None and job.config["chatlog"] == str(chatlog)
+
+
+class TestWatch:
+    async def test_progress_is_reported_and_done_registers_the_checkpoint(self, store, settings, registry, procs):
+        proc = stand_in()
+        procs.append(proc)
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job_id, progress = await running_job(store, jobs, proc)
+        seen: list[tuple[str, ProgressState]] = []
+
+        async def on_progress(job, state):
+            seen.append((job.status, ProgressState(**vars(state))))
+
+        await jobs.resume(on_progress)
+        run_dir = Path(settings.db_path).parent / "runs" / "m1"
+        write_events(progress, {"event": "start", "run_dir": str(run_dir), "total": 4})
+        write_events(progress, {"event": "log", "step": 2, "total": 4, "loss": 3.0})
+        await asyncio.wait_for(_until(lambda: any(s.step == 2 for _, s in seen)), 10)
+        assert (await store.get_job(job_id)).progress["step"] == 2
+
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"eval_loss": 1.5, "eval_perplexity": 4.48}))
+        write_events(progress, {"event": "done", "checkpoint": str(run_dir / "checkpoint-4"), "metrics": {}})
+        job = await jobs.wait(job_id, timeout=10)
+        assert job.status == "done" and job.checkpoint == str(run_dir / "checkpoint-4")
+        assert seen[-1][0] == "done"
+        entry = ModelRegistry(settings.models_json).get("m1")
+        assert entry.ckpt == str(run_dir / "checkpoint-4") and entry.metrics["eval_perplexity"] == 4.48
+
+    async def test_process_dying_without_final_event_fails_with_its_last_log_line(
+        self, store, settings, registry, procs
+    ):
+        proc = stand_in("import time; time.sleep(0.2)")
+        procs.append(proc)
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job_id, progress = await running_job(store, jobs, proc)
+        Path((await store.get_job(job_id)).config["log_file"]).write_text("loading\nerror: out of memory\n")
+        await jobs.resume()
+        job = await jobs.wait(job_id, timeout=10)
+        assert job.status == "failed" and "error: out of memory" in job.error
+        assert ModelRegistry(settings.models_json).get("m1") is None
+
+    async def test_cancel_sends_sigterm_and_the_job_ends_cancelled(self, store, settings, registry, procs, tmp_path):
+        progress = tmp_path / "cancel.jsonl"
+        script = (
+            "import json, signal, sys, time\n"
+            "def stop(*_):\n"
+            f"    line = json.dumps({{'event': 'interrupted', 'checkpoint': 'ck-1'}})\n"
+            f"    open({str(progress)!r}, 'a').write(line + '\\n')\n"
+            "    sys.exit(130)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "time.sleep(60)\n"
+        )
+        proc = stand_in(script)
+        procs.append(proc)
+        await asyncio.sleep(0.5)  # let the stand-in install its handler
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        config = {"name": "c", "progress_file": str(progress)}
+        job_id = await store.create_job(config=config, run_dir=None, pid=proc.pid, name="c")
+        await jobs.resume()
+        assert (await jobs.cancel(job_id)).status == "cancelling"
+        job = await jobs.wait(job_id, timeout=10)
+        assert job.status == "cancelled" and job.checkpoint == "ck-1"
+        with pytest.raises(CloneusError, match="not running"):
+            await jobs.cancel(job_id)
+        with pytest.raises(CloneusError, match="no job 999"):
+            await jobs.cancel(999)
+
+    async def test_restart_finds_the_running_job_again(self, store, settings, registry, procs):
+        proc = stand_in()
+        procs.append(proc)
+        first = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job_id, progress = await running_job(store, first, proc)
+        await first.resume()
+        await first.close(cancel_running=False)
+        assert proc.poll() is None and (await store.get_job(job_id)).status == "running"
+
+        second = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        found = await second.resume()
+        assert [j.id for j in found] == [job_id]
+        write_events(progress, {"event": "error", "message": "CUDA out of memory"})
+        job = await second.wait(job_id, timeout=10)
+        assert job.status == "failed" and job.error == "CUDA out of memory"
+
+
+class TestSchedule:
+    async def test_cron_validation_and_next_run(self, store, settings, registry):
+        jobs = JobManager(store, settings, registry)
+
+        async def action():
+            return None
+
+        with pytest.raises(CloneusError, match="expected 5 fields"):
+            jobs.schedule("g", "every sunday", action)
+        jobs.schedule("g", "0 4 * * sun", action)
+        assert jobs.next_run("g").endswith("04:00+00:00")
+        jobs.unschedule("g")
+        assert jobs.next_run("g") is None
+        await jobs.close()
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(POLL_S)
