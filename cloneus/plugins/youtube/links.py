@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "YOUTUBE_API_KEY"
+# After an HTTP or network error, calls pause this long: a reply should not wait on a dead network at every turn,
+# nor spend 100 search units on a request that is likely to fail the same way.
+ERROR_PAUSE = timedelta(seconds=60)
 UNVERIFIED_LINK_TEXT = "[video unavailable]"
 
 
@@ -90,6 +93,7 @@ class YouTubeLinks:
         self._lookups = 0
         self._hits = 0
         self._budget_logged_day: str | None = None
+        self._paused_until: datetime | None = None
 
     @classmethod
     def from_env(cls, cfg: YoutubeConfig, environ: Mapping[str, str] | None = None) -> YouTubeLinks | None:
@@ -130,9 +134,8 @@ class YouTubeLinks:
         return f"YouTubeLinks(db_path={str(self.cache.db_path)!r}, api={self._api_state()!r})"
 
     def close(self) -> None:
+        """Close the database; the API client belongs to whoever built it and lives as long as the process."""
         self.cache.close()
-        if self.service is not None:
-            self.service.close()
 
     def __enter__(self) -> YouTubeLinks:
         return self
@@ -300,6 +303,8 @@ class YouTubeLinks:
         """`_execute` for normal use: None (after at most one log line) instead of any API failure."""
         if self.service is None or self._key_rejected:
             return None
+        if self._paused_until is not None and self.quota.clock() < self._paused_until:
+            return None
         try:
             return self._execute(units, make_request, arg)
         except _NoBudget:
@@ -320,9 +325,17 @@ class YouTubeLinks:
                 self._key_rejected = True
                 logger.error("YouTube API key rejected (%s): using the cache only until restart", client.describe(e))
             else:
-                logger.warning("YouTube %s failed (%s): links stay plain text", what, client.describe(e))
+                self._pause()
+                logger.warning("YouTube %s failed (%s): links stay plain text for a minute", what, client.describe(e))
         except (httplib2.HttpLib2Error, OSError) as e:
+            self._pause()
             logger.warning(
-                "YouTube %s failed (%s: %s): links stay plain text", what, type(e).__name__, client.redact(str(e))
+                "YouTube %s failed (%s: %s): links stay plain text for a minute",
+                what,
+                type(e).__name__,
+                client.redact(str(e)),
             )
         return None
+
+    def _pause(self) -> None:
+        self._paused_until = self.quota.clock() + ERROR_PAUSE
