@@ -30,6 +30,7 @@ SAFE_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True,
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
 _EMOJI_OR_RENDERED = re.compile(r"<a?:\w+:\d+>|:(\w+):")
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
+_CLONE_REPLY = re.compile(r"\*\*\[([^\]\n]+)\]\*\* (.*)", re.DOTALL)
 
 T = TypeVar("T")
 
@@ -103,6 +104,12 @@ def plain_text(text: str, names: Mapping[int, str]) -> str:
 def format_clone_reply(author: str, text: str) -> str:
     """The channel form of a clone reply: `**[Name]** text`."""
     return f"**[{author}]** {text}"
+
+
+def parse_clone_reply(content: str) -> tuple[str, str] | None:
+    """`(author, text)` from a message `format_clone_reply` wrote, or None for any other content."""
+    match = _CLONE_REPLY.match(content)
+    return (match.group(1), match.group(2)) if match else None
 
 
 class StreamEditor(Generic[T]):

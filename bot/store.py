@@ -47,7 +47,7 @@ MIGRATIONS: list[str] = [
         is_clone INTEGER NOT NULL DEFAULT 0
     );
     CREATE UNIQUE INDEX context_message ON context(channel_id, message_id);
-    CREATE INDEX context_channel ON context(channel_id, id);
+    CREATE INDEX context_channel ON context(channel_id, created_at, id);
     CREATE TABLE channel_settings (
         channel_id INTEGER NOT NULL,
         key TEXT NOT NULL,
@@ -170,15 +170,16 @@ class Schedule:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return _iso(datetime.now(timezone.utc))
 
 
 def _iso(value: datetime | str) -> str:
     if isinstance(value, str):
-        return value
+        value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
+    # A fixed-width form (always microseconds, always +00:00) so that text order is time order in SQL.
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -281,15 +282,16 @@ class Store:
                 (channel_id, message_id, author, author_id, text, _iso(created_at), int(is_clone)),
             )
             await db.execute(
-                "DELETE FROM context WHERE channel_id = ? AND id <= ("
-                " SELECT id FROM context WHERE channel_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                "DELETE FROM context WHERE channel_id = ? AND id IN ("
+                " SELECT id FROM context WHERE channel_id = ? ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?)",
                 (channel_id, channel_id, CONTEXT_KEEP_PER_CHANNEL),
             )
 
     async def recent_context(self, channel_id: int, limit: int) -> list[ContextMessage]:
-        """The last `limit` messages of the channel, oldest first."""
+        """The last `limit` messages of the channel by time (ties in arrival order), oldest first."""
         rows = await self._fetchall(
-            "SELECT * FROM (SELECT * FROM context WHERE channel_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            "SELECT * FROM (SELECT * FROM context WHERE channel_id = ? ORDER BY created_at DESC, id DESC LIMIT ?)"
+            " ORDER BY created_at, id",
             (channel_id, limit),
         )
         return [

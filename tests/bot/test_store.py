@@ -207,3 +207,13 @@ class TestDurability:
         async with await Store.open(path) as s:
             stored = [m.message_id for m in await s.recent_context(1, 1000)]
         assert stored[: acked + 1] == list(range(acked + 1))
+
+
+class TestContextOrder:
+    async def test_history_seeded_after_live_messages_sorts_by_time(self, store):
+        from datetime import timedelta
+
+        await store.add_context(1, 30, "live", "newest", T0 + timedelta(minutes=5))
+        await store.add_context(1, 10, "seed", "oldest", T0)
+        await store.add_context(1, 20, "seed", "middle", (T0 + timedelta(minutes=1)).isoformat())
+        assert [m.text for m in await store.recent_context(1, 2)] == ["middle", "newest"]
