@@ -36,7 +36,12 @@ def open_youtube(settings: Settings) -> Any:
     from cloneus.plugins.youtube import YouTubeLinks
 
     env = {"YOUTUBE_API_KEY": settings.youtube_api_key.get_secret_value()} if settings.youtube_api_key else {}
-    return YouTubeLinks.from_env(YoutubeConfig(db_path=str(settings.db_path)), env)
+    links = YouTubeLinks.from_env(YoutubeConfig(db_path=str(settings.db_path)), env)
+    # One 1-unit call at start-up, so a bad key is reported once here instead of as failed lookups later.
+    problem = links.check_key() if links is not None and links.service is not None else None
+    if problem:
+        logger.warning(problem)
+    return links
 
 
 @asynccontextmanager
