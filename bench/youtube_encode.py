@@ -123,7 +123,8 @@ def main() -> int:
     print(f"{len(texts)} messages, {n_links} links, {args.pool} distinct ids\n")
     print(f"{'metric':34} {'per-message':>12} {'batched':>12} {'ratio':>8}")
     for name, b, c in rows:
-        print(f"{name:34} {b:12.2f} {c:12.2f} {b / c if c else float('inf'):7.1f}x")
+        cells = [f"{v:12d}" if isinstance(v, int) else f"{v:12.2f}" for v in (b, c)]
+        print(f"{name:34} {cells[0]} {cells[1]} {b / c if c else float('inf'):7.1f}x")
     tagged = sum(o.count("<youtube ") for o in cand["out"])
     print(
         f"\nlinks encoded as tags: {tagged} of {n_links}; units per 1000 links: {1000 * cand['units'] / n_links:.1f}"

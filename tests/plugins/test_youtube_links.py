@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 
@@ -13,6 +14,7 @@ from cloneus.plugins.youtube import UNVERIFIED_LINK_TEXT, YouTubeLinks, find_lin
 from cloneus.plugins.youtube.cache import VideoCache
 from cloneus.plugins.youtube.client import build_service
 from cloneus.plugins.youtube.links import ERROR_PAUSE
+from cloneus.plugins.youtube.quota import next_reset
 
 from .conftest import API_KEY, api_error, ok, query, requested_ids, search_body, video_id, videos_body
 
@@ -181,6 +183,16 @@ class TestFailures:
         assert links.stats()["units_used"] == links.stats()["daily_quota"]
         assert len(ours(caplog)) == 1 and "quota" in ours(caplog)[0]
         assert no_key_in_logs(caplog)
+
+    def test_calls_resume_after_pacific_midnight(self, make_links, clock):
+        links, http = make_links([api_error(403, "quotaExceeded"), rick_lookup()], clock=clock)
+        text = f"youtu.be/{RICK}"
+        assert links.encode(text) == text
+        clock.now = next_reset(clock.now) - timedelta(seconds=1)
+        assert links.encode(text) == text and len(http.request_sequence) == 1
+        clock.now += timedelta(seconds=1)
+        assert links.encode(text) == RICK_TAG and len(http.request_sequence) == 2
+        assert links.stats()["units_used"] == 1
 
     @pytest.mark.parametrize("status", [500, 404])
     def test_http_error_degrades_with_one_log_line(self, make_links, caplog, status):
