@@ -45,6 +45,7 @@ class LocalBackend:
         self.prefix = PrefixCache(prefix_cache_tokens)
         self._lock = threading.RLock()
         self._adapter_serial = 0
+        self.last_reused = 0  # prompt tokens the last call took from the prefix cache (for benches and tests)
         config_eos = model.generation_config.eos_token_id
         config_eos = config_eos if isinstance(config_eos, list) else [config_eos]
         self.eos_token_ids = sorted({i for i in [tokenizer.eos_token_id, *config_eos] if i is not None})
@@ -95,10 +96,11 @@ class LocalBackend:
         import torch
         from transformers import DynamicCache
 
+        self.last_reused = 0
         if not self.prefix.enabled:
             return None
         target = ids[:-1][: self.prefix.max_tokens]
-        reused = self.prefix.match(target)
+        reused = self.last_reused = self.prefix.match(target)
         if reused < len(target):
             cache = self.prefix.fork(reused) if reused else DynamicCache(config=self.model.config)
             tail = torch.tensor([target[reused:]], device=self.model.device)  # (1, T)
