@@ -311,9 +311,11 @@ class FakeDiscord:
 
     def edit_message(self, mid: int, body: dict[str, Any], attachments: list[dict[str, Any]] | None) -> dict:
         msg = self.messages[mid]
+        if "allowed_mentions" in body:
+            msg["allowed_mentions"] = body["allowed_mentions"]
         if "content" in body:
             msg["content"] = body["content"] or ""
-            pings = self._pings(msg["content"], body.get("allowed_mentions", msg["allowed_mentions"]),
+            pings = self._pings(msg["content"], msg["allowed_mentions"],
                                 int(msg["author"]["id"]))  # fmt: skip
             msg["pings"] = pings
             msg["mention_everyone"] = pings["everyone"]
