@@ -143,6 +143,25 @@ class TestDecode:
         assert [query(r)["id"] for r in http.request_sequence] == ["zzzzzzzzzzz"], "no 100-unit search attempted"
         assert links.stats()["units_used"] == 1
 
+    def test_tag_cut_off_at_the_end_becomes_its_partial_title_without_calls(self, make_links):
+        links, http = make_links([])
+        assert links.decode(f'so good <youtube id="{RICK}" title="Never Gonna G') == "so good Never Gonna G"
+        assert links.decode(f'<youtube id="{RICK}" title="Never Gonna Give" chan') == "Never Gonna Give"
+        assert http.request_sequence == []
+
+    def test_tag_missing_its_channel_is_still_decoded(self, make_links):
+        links, _ = make_links([])
+        links.cache.store_lookup({RICK: ("Never Gonna Give You Up", "Rick Astley")}, [])
+        assert links.decode(f'<youtube id="{RICK}" title="whatever">!') == f"{watch_url(RICK)}!"
+
+    def test_format_holding_a_url_is_not_encoded_twice(self, make_links):
+        links, http = make_links([rick_lookup()], tag_format="[{title}](https://youtu.be/{id})")
+        once = links.encode(f"youtu.be/{RICK}")
+        assert once == f'[Never Gonna "Give" You Up](https://youtu.be/{RICK})'
+        assert links.encode(once) == once
+        assert links.decode(once) == watch_url(RICK)
+        assert len(http.request_sequence) == 1
+
     def test_raw_urls_are_verified_or_reduced_to_text(self, make_links):
         links, http = make_links([rick_lookup()])
         text = f"a https://youtu.be/{RICK}?si=x b youtube.com/shorts/{video_id(5)} c"

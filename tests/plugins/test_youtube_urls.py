@@ -11,6 +11,7 @@ from cloneus.plugins.youtube.urls import TagFormat, find_links, watch_url
 
 VID = "dQw4w9WgXcQ"
 DEFAULT_FORMAT = '<youtube id="{id}" title="{title}" channel="{channel}">'
+FULL_TAG = f'<youtube id="{VID}" title="Half a Title" channel="Some Channel">'
 
 
 class TestFindLinks:
@@ -100,18 +101,40 @@ class TestTagFormat:
         assert (found.id, found.title, found.channel) == ("", "A [B] C", "")
         assert text[: found.start] == "see " and text[found.end :] == " ok"
 
-    def test_malformed_tag_is_not_found(self):
-        assert TagFormat(DEFAULT_FORMAT).find(f'<youtube id="{VID}" title="no channel">') == []
+    def test_generated_tag_missing_later_fields_is_found(self):
+        (found,) = TagFormat(DEFAULT_FORMAT).find(f'a <youtube id="{VID}" title="no channel"> b')
+        assert (found.id, found.title, found.channel, found.complete) == (VID, "no channel", "", True)
+
+    @pytest.mark.parametrize("cut", range(len('<youtube id="'), len(FULL_TAG) + 1))
+    def test_tag_cut_off_anywhere_at_the_end_is_found_incomplete(self, cut):
+        text = "look " + FULL_TAG[:cut]
+        (found,) = TagFormat(DEFAULT_FORMAT).find(text + " \n")
+        assert found.start == 5 and found.end >= len(text) and found.complete == (cut == len(FULL_TAG))
+        assert FULL_TAG[: len('<youtube id="') + len(found.id)].endswith(found.id)
+        assert "Half a Title".startswith(found.title)
+
+    def test_text_that_only_resembles_a_tag_is_not_found(self):
+        fmt = TagFormat(DEFAULT_FORMAT)
+        assert fmt.find('<youtube> and <youtube id=x> and <b id="1">') == []
+        assert fmt.find('<youtube id="abc"\nmore text') == []
+        assert fmt.find('<youtube id="abc" and then chat goes on') == []
+
+    def test_escaped_braces_in_format(self):
+        fmt = TagFormat('{{yt}} <v id="{id}" t="{title}">')
+        tag = fmt.render(VID, "T", "C")
+        assert tag == f'{{yt}} <v id="{VID}" t="T">'
+        assert [(t.id, t.title) for t in fmt.find(f"x {tag}")] == [(VID, "T")]
 
     @pytest.mark.parametrize(
         ("fmt", "complaint"),
         [
             ("<yt {url}>", "unknown placeholder {url}"),
-            ("{title} by {channel}]", "{title} must be followed by a punctuation"),
+            ("[{title} by {channel}]", "{title} must be followed by a punctuation"),
             ("yt:{id}", "{id} must be followed"),
             ("<{channel}>", "needs {id} or {title}"),
             ('<{id}"{id}">', "appears twice"),
             ("<{id!r}>", "unknown placeholder"),
+            ('{title}" by yt', "must start with fixed text"),
         ],
     )
     def test_rejects_formats_that_cannot_parse_back(self, fmt, complaint):

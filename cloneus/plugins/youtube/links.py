@@ -35,7 +35,7 @@ from cloneus.errors import ConfigError
 from cloneus.plugins.youtube import client
 from cloneus.plugins.youtube.cache import VideoCache
 from cloneus.plugins.youtube.quota import QuotaLedger, next_reset, quota_day, utc_now
-from cloneus.plugins.youtube.urls import TagFormat, find_links, is_video_id, watch_url
+from cloneus.plugins.youtube.urls import TagFormat, TagMatch, find_links, is_video_id, watch_url
 
 if TYPE_CHECKING:
     from cloneus.config import YoutubeConfig
@@ -47,6 +47,13 @@ API_KEY_ENV = "YOUTUBE_API_KEY"
 # nor spend 100 search units on a request that is likely to fail the same way.
 ERROR_PAUSE = timedelta(seconds=60)
 UNVERIFIED_LINK_TEXT = "[video unavailable]"
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """`text` with each non-overlapping `(start, end, replacement)` applied."""
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
 
 
 class _NoBudget(Exception):
@@ -156,17 +163,12 @@ class YouTubeLinks:
         Returns:
             `list[str]`: the texts, links replaced by tags; links to invalid or unfetchable videos unchanged.
         """
-        found = [find_links(text) for text in texts]
-        videos = self._lookup([m["id"] for links in found for m in links])
+        scans = [self._scan(text) for text in texts]
+        videos = self._lookup([vid for _, links in scans for _, _, vid in links])
         out = []
-        for text, links in zip(texts, found, strict=True):
-            pieces, pos = [], 0
-            for m in links:
-                if m["id"] in videos:
-                    title, channel = videos[m["id"]]
-                    pieces += [text[pos : m.start()], self.tag_format.render(m["id"], title, channel)]
-                    pos = m.end()
-            out.append("".join(pieces) + text[pos:])
+        for text, (_, links) in zip(texts, scans, strict=True):
+            edits = [(s, e, self.tag_format.render(vid, *videos[vid])) for s, e, vid in links if vid in videos]
+            out.append(_apply(text, edits))
         return out
 
     def decode(self, text: str) -> str:
@@ -178,21 +180,27 @@ class YouTubeLinks:
         Returns:
             `str`: the reply; every URL in it that points at YouTube has been checked with `videos.list`.
         """
-        tags = self.tag_format.find(text)
-        # Raw links are looked for only between tags, in case the tag format itself holds a URL.
-        bounds = [0, *(p for t in tags for p in (t.start, t.end)), len(text)]
-        gaps = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds), 2)]
-        raw = [
-            (start + m.start(), start + m.end(), m["id"]) for start, end in gaps for m in find_links(text[start:end])
-        ]
-        videos = self._lookup([t.id for t in tags if is_video_id(t.id)] + [vid for _, _, vid in raw])
-        edits = [(s, e, watch_url(vid) if vid in videos else UNVERIFIED_LINK_TEXT) for s, e, vid in raw]
+        tags, links = self._scan(text)
+        tags_to_check = [t.id for t in tags if t.complete and is_video_id(t.id)]
+        videos = self._lookup(tags_to_check + [vid for _, _, vid in links])
+        edits = [(s, e, watch_url(vid) if vid in videos else UNVERIFIED_LINK_TEXT) for s, e, vid in links]
         for tag in tags:
-            video_id = tag.id if tag.id in videos else self._search(tag.title)
+            video_id = None  # a tag cut off by the length limit shows its partial title; not worth a search
+            if tag.complete:
+                video_id = tag.id if tag.id in videos else self._search(tag.title)
             edits.append((tag.start, tag.end, watch_url(video_id) if video_id else tag.title))
-        for start, end, replacement in sorted(edits, reverse=True):
-            text = text[:start] + replacement + text[end:]
-        return text
+        return _apply(text, edits)
+
+    def _scan(self, text: str) -> tuple[list[TagMatch], list[tuple[int, int, str]]]:
+        """Tags in `text`, and raw links `(start, end, id)` outside them (a tag format may itself hold a URL)."""
+        tags = self.tag_format.find(text)
+        bounds = [0, *(p for t in tags for p in (t.start, t.end)), len(text)]
+        links = [
+            (start + m.start(), start + m.end(), m["id"])
+            for start, end in zip(bounds[::2], bounds[1::2], strict=True)
+            for m in find_links(text[start:end])
+        ]
+        return tags, links
 
     def check_key(self) -> str | None:
         """Check the API key with a 1-unit `videos.list` of a known video, once at start-up.

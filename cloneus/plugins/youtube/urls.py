@@ -9,6 +9,10 @@ The tag is built from `youtube.tag_format`. Its placeholders are `{id}`, `{title
 followed by a punctuation character (the closing quote in the default format). That character, and `&`, are escaped
 inside values as HTML entities (`&quot;`, `&amp;`, `&#93;`, ...), so a value never contains its own terminator and
 the tag parses back exactly, whatever the title holds.
+
+Parsing is lenient where a small model slips: a generated tag may drop later fields
+(`<youtube id="..." title="...">` with no channel), and a tag cut off at the end of a reply is still found
+(`complete=False`), so neither reaches the chat as raw markup.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class TagMatch:
     id: str
     title: str
     channel: str
+    complete: bool = True
 
 
 class TagFormat:
@@ -73,20 +78,33 @@ class TagFormat:
         self.fmt = fmt
         parts = self._parse(fmt)
         self.terminators = frozenset(nxt[0] for _, field, nxt in parts if field)
-        pattern = ""
-        for literal, field, nxt in parts:
-            pattern += re.escape(literal)
-            if field:
-                pattern += f"(?P<{field}>[^{re.escape(nxt[0])}\\n]*)"
-        self.regex = re.compile(pattern)
+        # The first field is required, later ones optional. A tag cut off at the very end of the text may stop after
+        # any field, or part-way into any literal that could follow it.
+        (head, first, _), *rest = parts
+        groups = {field: f"(?P<{field}>[^{re.escape(nxt[:1])}\\n]*)" for _, field, nxt in parts if field}
+        pattern = re.escape(head) + groups[first]
+        pattern += "".join(f"(?:{re.escape(lit)}{groups[field]})?" for lit, field, _ in rest if field)
+        partial = sorted({lit[:k] for lit, _, _ in rest for k in range(len(lit))}, key=len, reverse=True)
+        cut = "|".join(re.escape(p) for p in partial)
+        self.regex = re.compile(f"{pattern}(?:{re.escape(rest[-1][0])}|(?P<cut>{cut})\\s*\\Z)")
 
     @staticmethod
     def _parse(fmt: str) -> list[tuple[str, str | None, str]]:
         """Split `fmt` into (literal, field, following literal) triples, checking the rules in the class docstring."""
         try:
-            pieces = [(lit, field, spec, conv) for lit, field, spec, conv in string.Formatter().parse(fmt)]
+            raw = list(string.Formatter().parse(fmt))
         except ValueError as e:
             raise ConfigError(f"youtube.tag_format {fmt!r}: {e}") from None
+        # `{{` splits the literal text into several pieces; join each run of text back onto its placeholder.
+        pieces, text = [], ""
+        for literal, field, spec, conv in raw:
+            text += literal
+            if field is not None:
+                pieces.append((text, field, spec, conv))
+                text = ""
+        pieces.append((text, None, None, None))
+        if not pieces[0][0]:
+            raise ConfigError("youtube.tag_format: must start with fixed text such as '<youtube ', to tell tags apart")
         parts: list[tuple[str, str | None, str]] = []
         seen: set[str] = set()
         for i, (literal, field, spec, conv) in enumerate(pieces):
@@ -121,9 +139,9 @@ class TagFormat:
         return self.fmt.format(id=self.escape(video_id), title=self.escape(title), channel=self.escape(channel))
 
     def find(self, text: str) -> list[TagMatch]:
-        """Every well-formed tag in `text`, fields unescaped. A malformed tag is left alone (it holds no URL)."""
+        """Every tag in `text`, fields unescaped; tags missing later fields or cut off at the end included."""
         found = []
         for m in self.regex.finditer(text):
             values = {f: html.unescape(m.groupdict().get(f) or "").strip() for f in FIELDS}
-            found.append(TagMatch(m.start(), m.end(), **values))
+            found.append(TagMatch(m.start(), m.end(), **values, complete=m["cut"] is None))
         return found
