@@ -136,10 +136,14 @@ class TestDecode:
         assert links.decode('<youtube id="zzzzzzzzzzz" title="Nothing" channel="x">') == "Nothing"
         assert len(http.request_sequence) == 2, "the invalid id and the empty search are both cached"
 
-    def test_budget_spent_renders_title_without_search(self, make_links):
+    def test_budget_spent_renders_title_without_search(self, make_links, caplog):
         links, http = make_links([ok(videos_body())], daily_quota=50)
         tag = '<youtube id="zzzzzzzzzzz" title="Big Song" channel="x">'
-        assert links.decode(f"{tag}!") == "Big Song!"
+        with caplog.at_level(logging.WARNING):
+            assert links.decode(f"{tag}!") == "Big Song!"
+            assert links.decode(tag.replace("Big", "Other")) == "Other Song"
+        (line,) = ours(caplog)
+        assert "search.list" in line and "49 of 50 left" in line
         assert [query(r)["id"] for r in http.request_sequence] == ["zzzzzzzzzzz"], "no 100-unit search attempted"
         assert links.stats()["units_used"] == 1
 

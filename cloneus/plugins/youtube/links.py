@@ -99,7 +99,7 @@ class YouTubeLinks:
         self._stats_lock = threading.Lock()
         self._lookups = 0
         self._hits = 0
-        self._budget_logged_day: str | None = None
+        self._budget_logged: dict[str, str] = {}  # call name -> the quota day its "no budget" line was logged
         self._paused_until: datetime | None = None
 
     @classmethod
@@ -317,17 +317,20 @@ class YouTubeLinks:
             return self._execute(units, make_request, arg)
         except _NoBudget:
             day = quota_day(self.quota.clock())
-            if self._budget_logged_day != day:
-                self._budget_logged_day = day
+            if self._budget_logged.get(what) != day:
+                self._budget_logged[what] = day
                 logger.warning(
-                    "YouTube budget spent (%d units/day) until midnight Pacific: uncached links stay plain text",
+                    "YouTube budget too low for %s (%d units, %d of %d left today): plain text until midnight Pacific",
+                    what,
+                    units,
+                    self.quota.remaining(),
                     self.quota.daily_quota,
                 )
         except HttpError as e:
             reasons = client.error_reasons(e)
             if reasons & client.QUOTA_REASONS:
                 self.quota.mark_exhausted()
-                self._budget_logged_day = quota_day(self.quota.clock())
+                self._budget_logged = dict.fromkeys(("videos.list", "search.list"), quota_day(self.quota.clock()))
                 logger.warning("YouTube quota exceeded (%s): no more calls until midnight Pacific", client.describe(e))
             elif reasons & client.KEY_REASONS:
                 self._key_rejected = True
