@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,10 +104,14 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from dotenv import dotenv_values
+
     from cloneus.plugins.youtube import YouTubeLinks
 
     cfg = youtube_config(args).model_copy(update={"enabled": "auto"})
-    links = YouTubeLinks.from_env(cfg)
+    # The key usually lives in .env next to the bot; a variable set in the shell wins over it.
+    environ = {**{k: v for k, v in dotenv_values(".env").items() if v}, **os.environ}
+    links = YouTubeLinks.from_env(cfg, environ)
     if links is None:
         _emit("YOUTUBE_API_KEY is not set: links pass through untouched")
         return 1

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
 
 from cloneus.cli import main
 from cloneus.plugins.youtube.cache import VideoCache
 
 from .conftest import video_id
+
+
+def fake_getaddrinfo(*args, **kwargs):
+    """Name resolution fails as on a machine without network, before the conftest guard is reached."""
+    raise socket.gaierror(-2, "Name or service not known")
 
 
 def seed(db) -> None:
@@ -56,3 +62,13 @@ class TestYoutubeCli:
         monkeypatch.delenv("YOUTUBE_API_KEY", raising=False)
         assert main(["youtube", "check", "--db", "x.db"]) == 1
         assert "YOUTUBE_API_KEY is not set" in capsys.readouterr().out
+
+    def test_check_reads_the_key_from_dotenv(self, tmp_path, monkeypatch, capsys):
+        """The key is found in ./.env; the check then fails offline (network guard), as a one-line message."""
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("YOUTUBE_API_KEY", raising=False)
+        (tmp_path / ".env").write_text("YOUTUBE_API_KEY=from-dotenv-secret\n")
+        monkeypatch.setattr("socket.getaddrinfo", fake_getaddrinfo)
+        assert main(["youtube", "check", "--db", "x.db"]) == 1
+        out = capsys.readouterr().out
+        assert "YouTube key not checked: network error" in out and "from-dotenv-secret" not in out
