@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from googleapiclient.http import HttpMock
 
 from cloneus.errors import ConfigError
 from cloneus.plugins.youtube import UNVERIFIED_LINK_TEXT, YouTubeLinks, find_links, watch_url
@@ -246,10 +248,13 @@ class TestFailures:
         assert links.encode(f"youtu.be/{RICK}") == f"youtu.be/{RICK}"
         assert len(http.request_sequence) == 1 and links.stats()["api"] == "key rejected"
 
-    def test_working_key_checks_with_one_unit(self, make_links):
-        links, http = make_links([ok(videos_body(("jNQXAC9IVRw", "Me at the zoo", "jawed")))])
-        assert links.check_key() is None
-        assert links.stats()["units_used"] == 1
+    def test_check_key_with_a_canned_httpmock_response(self, yt_cfg, tmp_path):
+        (tmp_path / "zoo.json").write_text(json.dumps(videos_body(("jNQXAC9IVRw", "Me at the zoo", "jawed"))))
+        http = HttpMock(str(tmp_path / "zoo.json"), {"status": "200"})
+        with YouTubeLinks(yt_cfg, build_service(API_KEY, http=http)) as links:
+            assert links.check_key() is None
+            assert query((http.uri,)) == {"part": "snippet", "id": "jNQXAC9IVRw", "key": API_KEY, "alt": "json"}
+            assert links.stats()["units_used"] == 1
 
 
 class TestFromEnv:
