@@ -86,6 +86,8 @@ def read_dce_csv(path: str | Path) -> pd.DataFrame:
     The CSV has no message ids or reply links: `message_id` is the row number and `reply_to` is empty.
     Attachment URLs (comma-separated in `Attachments`) are appended to the text on their own lines.
     """
+    import pandas as pd
+
     path = Path(path)
     table = _read_table(path, DCE_COLUMNS, DCE_OPTIONAL)
     table, no_author = _drop_missing_authors(path, table, "author")
@@ -95,7 +97,7 @@ def read_dce_csv(path: str | Path) -> pd.DataFrame:
         text = (text + "\n" + urls).str.strip("\n").where(urls != "", text)
     author = table["author"].str.replace(DISCRIMINATOR, "", regex=True)
     columns = {
-        "message_id": table.index.astype(str).to_series(index=table.index),
+        "message_id": pd.Series(table.index.to_numpy(), index=table.index).astype("str"),
         "author_id": table["authorid"],
         "author": author,
         "text": text,
@@ -123,7 +125,7 @@ def read_generic_csv(path: str | Path) -> pd.DataFrame:
         stamps = pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns, UTC]")
     username = table["username"].str.strip()
     columns = {
-        "message_id": table.index.astype(str).to_series(index=table.index),
+        "message_id": pd.Series(table.index.to_numpy(), index=table.index).astype("str"),
         "author_id": username,
         "author": username,
         "text": table["text"],
