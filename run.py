@@ -98,7 +98,7 @@ async def serve(settings: Settings) -> None:
 def main() -> int:
     from dotenv import load_dotenv
 
-    load_dotenv()
+    load_dotenv(Path(".env"))  # the directory the bot is started in; real environment variables win
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

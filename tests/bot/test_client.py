@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import discord
 
 from bot.client import GENERIC_ERROR, bot_intents
 from bot.render import EDIT_DELAY_SECONDS
+from bot.store import Store
 
 PROBE = ("tests.bot.probe_cog",)
+RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
 ORIGINAL = r"/webhooks/\d+/[^/]+/messages/@original"
 
 
@@ -188,3 +195,39 @@ class TestResilience:
             await echo.answered()
             await asyncio.gather(*(g.answered(timeout=60) for g in gens))
             assert all(g.text.startswith("**[bob]**") for g in gens)
+
+
+class TestRunPy:
+    def test_bad_settings_exit_2_with_one_line_per_variable(self, tmp_path):
+        env = {"PATH": os.environ["PATH"], "GUILDS_ID": "12x", "QUEUE_DEPTH": "0", "HOME": str(tmp_path)}
+        (tmp_path / ".env").write_text("CHANNEL_ID=abc\n")
+        proc = subprocess.run(
+            [sys.executable, str(RUN_PY)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert lines[0] == "error: bad bot settings:"
+        named = sorted(line.split()[0].split("=")[0] for line in lines[1:])
+        assert named == ["BOT_TOKEN", "CHANNEL_ID", "GUILDS_ID"]  # QUEUE_DEPTH is checked once these are fixed
+
+    def test_token_is_never_printed(self, tmp_path):
+        secret = "MTIz.super-secret-token"
+        env = {"PATH": os.environ["PATH"], "BOT_TOKEN": secret, "GUILDS_ID": "1", "CTX_LIMIT": "zero"}
+        proc = subprocess.run(
+            [sys.executable, str(RUN_PY)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2 and "CTX_LIMIT='zero' is invalid" in proc.stderr
+        assert secret not in proc.stderr + proc.stdout
+
+    async def test_sigterm_shuts_down_cleanly(self, bot_settings, fake_discord):
+        from run import serve
+
+        task = asyncio.create_task(serve(bot_settings))
+        await fake_discord.wait_for(lambda: fake_discord.identify_count == 1 or task.done(), timeout=60)
+        await fake_discord.wait_for(lambda: fake_discord._ws is not None or task.done(), timeout=30)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, 60)
+        assert task.result() is None
+        await fake_discord.wait_for(lambda: fake_discord._ws is None, timeout=10)  # the gateway was closed
+        async with await Store.open(bot_settings.db_path) as store:  # and the database reopens
+            assert await store.list_jobs() == []
