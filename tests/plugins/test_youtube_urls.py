@@ -34,6 +34,8 @@ class TestFindLinks:
             f"https://www.youtube.com/watch?v={VID}#t=90",
             f"https://www.youtube.com/embed/{VID}",
             f"<https://www.youtube.com/watch?v={VID}>",
+            f"HTTPS://WWW.YouTube.com/watch?v={VID}",
+            f"Youtu.be/{VID}",
         ],
     )
     def test_recognises_form_with_surrounding_text(self, link):
