@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.engine import EngineBusy, EngineLoading, EngineNotLoaded
-from bot.render import SAFE_MENTIONS, format_clone_reply, plain_text, split_message
+from bot.render import SAFE_MENTIONS, format_clone_reply, split_message
 from bot.replies import ReplyService, find_member
 from cloneus.errors import CloneusError, UnknownAuthorError
 from cogs.admin import is_admin
@@ -233,12 +233,11 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
     async def sayas(self, interaction: discord.Interaction, author: str, text: str) -> None:
         """Add a message to the channel context as a member, without generating."""
         name = await self.resolve_author(interaction.guild, author)
-        await interaction.response.send_message(
+        callback = await interaction.response.send_message(
             split_message(format_clone_reply(name, text))[0], allowed_mentions=SAFE_MENTIONS
         )
-        message = await interaction.original_response()
         await self.bot.store.add_context(
-            interaction.channel_id, message.id, name, text, datetime.now(timezone.utc), is_clone=True
+            interaction.channel_id, callback.message_id, name, text, datetime.now(timezone.utc), is_clone=True
         )
 
     @context.command(name="show")
@@ -332,19 +331,16 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
     async def on_message(self, message: discord.Message) -> None:
         """Auto-reply: with `/sampling set autoreply always|lurk:<t>`, answer an organic message as the
         predicted next speaker (lurk stays silent unless someone is likely enough)."""
-        if message.author.bot or message.webhook_id is not None or message.guild is None:
-            return
-        channels = self.bot.settings.channel_ids
-        if channels and message.channel.id not in channels:
+        if message.author.bot or message.webhook_id is not None or not self.bot.watches(message):
             return
         mode = autoreply_mode((await self.bot.store.get_channel_settings(message.channel.id)).get("autoreply"))
-        if mode is None:
+        entry = self.bot.context_entry(message, live=True)
+        if mode is None or entry is None:
             return
-        history = await self.replies.history(message.channel.id)
-        names = {m.id: m.display_name for m in message.mentions}
-        latest = (message.author.display_name, plain_text(message.content, names))
-        if not history or history[-1] != latest:
-            history = [*history, latest][-self.bot.settings.ctx_limit :]
+        # The client's own on_message stores this message too; whichever ran first, it is in the history once.
+        rows = await self.bot.store.recent_context(message.channel.id, self.bot.settings.ctx_limit)
+        history = [(m.author, m.text) for m in rows if m.message_id != message.id] + [entry[:2]]
+        history = history[-self.bot.settings.ctx_limit :]
         try:
             author = await self._next_author(message.guild, history, mode)
             if author is None:
