@@ -10,7 +10,8 @@ seconds. The order matters and is fixed:
 4. strip Discord CDN attachment links, resolve mentions/channels/emoji, collapse blank lines, trim whitespace;
 5. drop messages left empty (`attachment_only` if they held only CDN links, else `empty`);
 6. merge bursts: consecutive messages of one author, each within `merge_window_minutes` of the previous one,
-   become one message joined by newlines, keeping the first message's id, timestamp and reply.
+   become one message joined by newlines, keeping the first message's id, timestamp and reply; replies to a
+   folded message are pointed at its burst.
 """
 
 from __future__ import annotations
@@ -140,6 +141,15 @@ def _merge_bursts(frame: pd.DataFrame, window_minutes: float) -> pd.DataFrame:
     # Group g (numbered from 1) is the g-th kept row.
     merged_text[ids[starts] - 1] = ["\n".join(texts[a:b]) for a, b in zip(starts, ends, strict=True)]
     firsts["text"] = pd.Series(merged_text, index=firsts.index, dtype=frame["text"].dtype)
+    # A reply to a message that was folded into a burst now points at the burst.
+    first_ids = frame["message_id"].to_numpy()[keep][group - 1]
+    folded = dict(zip(frame["message_id"].to_numpy()[~keep], first_ids[~keep], strict=True))
+    replies = firsts["reply_to"]
+    remap = replies.isin(folded.keys())
+    if remap.any():
+        replies = replies.copy()
+        replies[remap] = replies[remap].map(folded)
+        firsts["reply_to"] = replies
     return firsts
 
 
@@ -164,6 +174,7 @@ def clean_messages(
     out.attrs = {}  # pandas deep-copies attrs on every operation; put them back at the end
     out["text"] = out["text"].fillna("")
     out["timestamp"] = _to_utc(out["timestamp"])
+    out["reply_to"] = out["reply_to"].astype(object).where(out["reply_to"].notna(), None)
     out = _sort_by_time(out)
     if cleaning.unify_author_names and len(out):
         out["author"] = out["author_id"].map(out.groupby("author_id", sort=False)["author"].last())

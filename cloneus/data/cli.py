@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloneus.data.prepare_cli import add_prepare_command
+
 if TYPE_CHECKING:
     from cloneus.data.users import User, UserIndex
 
@@ -74,7 +76,7 @@ def _index_build(args: argparse.Namespace) -> int:
         min_share = args.min_share
     elif existing is not None:
         min_share = existing.min_share
-    frame = read_chat(args.file)
+    frame = read_chat(args.file, chat=args.chat)
     # Counts are of cleaned messages before burst merging: a user's share should not depend on typing style.
     result = clean_messages(frame, cleaning, merge_window_minutes=0)
     index = UserIndex.build(result.frame, min_share, existing=existing, exclude=args.exclude, bots=args.bot)
@@ -133,6 +135,7 @@ def _add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="users to keep as context only")
     p.add_argument("--bot", nargs="+", default=[], metavar="NAME", help="accounts that are bots")
     p.add_argument("-o", "--output", help=f"user index to write (default: {DEFAULT_USERS_JSON})")
+    p.add_argument("--chat", help="full Telegram export only: the chat to read, by name or id (default: the largest)")
     p.add_argument("-c", "--config", help="train config whose dataset.cleaning, min_share and users_json to use")
     p.set_defaults(func=_index_build)
 
@@ -168,3 +171,4 @@ def _add_index_commands(sub: argparse._SubParsersAction) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this package's subcommands; each sets `func(args) -> int`."""
     _add_index_commands(sub)
+    add_prepare_command(sub)

@@ -166,6 +166,13 @@ class TestMerge:
         assert out["reply_to"].iloc[0] == "99"
         assert result.dropped["merged"] == 2
 
+    def test_replies_to_folded_messages_point_at_the_burst(self):
+        frame = _frame([("a", "one", 0), ("a", "two", 1), ("b", "re two", 2), ("c", "re b", 3)])
+        frame["reply_to"] = [None, None, "1", "2"]
+        out = clean_messages(frame, merge_window_minutes=7).frame
+        assert out["message_id"].tolist() == ["0", "2", "3"]
+        assert out["reply_to"].tolist() == [None, "0", "2"]
+
     def test_gap_beyond_window_splits(self):
         frame = _frame([("a", "one", 0), ("a", "two", 8)])
         assert clean_messages(frame, merge_window_minutes=7).frame["text"].tolist() == ["one", "two"]

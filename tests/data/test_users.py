@@ -201,6 +201,12 @@ class TestCli:
         assert main(["index", "set", "quill", "--include", "--not-bot"]) == 0
         assert UserIndex.load(tmp_path / "config/users.json").get("quill").included
 
+    def test_build_picks_telegram_chat(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        assert main(["index", "build", str(FIXTURES / "telegram_full.json"), "--chat", "Saved Messages"]) == 0
+        index = UserIndex.load(tmp_path / "config/users.json")
+        assert [(u.display_name, u.message_count) for u in index.users] == [("Ivo", 1)]
+
     def test_errors_exit_2_and_leave_index_intact(self, tmp_path, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)
         output = tmp_path / "users.json"
