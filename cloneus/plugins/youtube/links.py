@@ -35,7 +35,7 @@ from cloneus.errors import ConfigError
 from cloneus.plugins.youtube import client
 from cloneus.plugins.youtube.cache import VideoCache
 from cloneus.plugins.youtube.quota import QuotaLedger, next_reset, quota_day, utc_now
-from cloneus.plugins.youtube.urls import TagFormat, TagMatch, find_links, is_video_id, watch_url
+from cloneus.plugins.youtube.urls import LINK_HINT, TagFormat, TagMatch, find_links, is_video_id, watch_url
 
 if TYPE_CHECKING:
     from cloneus.config import YoutubeConfig
@@ -163,12 +163,12 @@ class YouTubeLinks:
         Returns:
             `list[str]`: the texts, links replaced by tags; links to invalid or unfetchable videos unchanged.
         """
-        scans = [self._scan(text) for text in texts]
-        videos = self._lookup([vid for _, links in scans for _, _, vid in links])
+        found = [self._scan(text)[1] if LINK_HINT.search(text) else [] for text in texts]
+        videos = self._lookup([vid for links in found for _, _, vid in links])
         out = []
-        for text, (_, links) in zip(texts, scans, strict=True):
+        for text, links in zip(texts, found, strict=True):
             edits = [(s, e, self.tag_format.render(vid, *videos[vid])) for s, e, vid in links if vid in videos]
-            out.append(_apply(text, edits))
+            out.append(_apply(text, edits) if edits else text)
         return out
 
     def decode(self, text: str) -> str:
@@ -194,6 +194,8 @@ class YouTubeLinks:
     def _scan(self, text: str) -> tuple[list[TagMatch], list[tuple[int, int, str]]]:
         """Tags in `text`, and raw links `(start, end, id)` outside them (a tag format may itself hold a URL)."""
         tags = self.tag_format.find(text)
+        if not tags:
+            return [], [(m.start(), m.end(), m["id"]) for m in find_links(text)]
         bounds = [0, *(p for t in tags for p in (t.start, t.end)), len(text)]
         links = [
             (start + m.start(), start + m.end(), m["id"])
