@@ -145,7 +145,9 @@ class PromptConfig(_Section):
 
 
 class YoutubeConfig(_Section):
-    enabled: Literal["auto", "on", "off"] = Field("auto", description="'auto' is on when YOUTUBE_API_KEY is set.")
+    enabled: Literal["auto", "on", "off"] = Field(
+        "auto", description="'auto' is on when YOUTUBE_API_KEY is set, cache-only when only a cache exists."
+    )
     tag_format: str = Field(
         '<youtube id="{id}" title="{title}" channel="{channel}">',
         description="What a link becomes in training data and context.",
