@@ -343,8 +343,21 @@ class ChatFormatter:
             return text
         return self.author_tag(author) + self._sep + text
 
-    def _wrap(self, index: int, author: str) -> tuple[str, str]:
-        """Text before and after a message's text, for the message at `index` in a conversation."""
+    @property
+    def prefix(self) -> str:
+        """The text before the first message: BOS where the template writes one, and the system prompt."""
+        return self._layout.pre
+
+    @property
+    def position_independent(self) -> bool:
+        """Whether a message renders the same wherever it sits (false for content_prefix's user/assistant turns)."""
+        return self.fmt.tag_placement != "content_prefix"
+
+    def wrap(self, index: int, author: str) -> tuple[str, str]:
+        """Text before and after a message's text, for the message at `index` in a conversation.
+
+        A conversation renders as `prefix + before_0 + text_0 + after_0 + before_1 + ...`.
+        """
         role = self._role(index, author)
         if role is None:
             return self.author_tag(author) + self._sep, self.fmt.postfix or ""
@@ -358,7 +371,7 @@ class ChatFormatter:
         spans = []
         pos = len(self._layout.pre)
         for i, (author, text) in enumerate(messages):
-            opening, closing = self._wrap(i, author)
+            opening, closing = self.wrap(i, author)
             seg = opening + text + closing
             parts.append(seg)
             spans.append((pos, pos + len(seg)))
@@ -390,7 +403,7 @@ class ChatFormatter:
             author (`str`): who speaks next.
             seed_text (`str`, *optional*): the start of the reply, appended so the model continues it.
         """
-        opening, _ = self._wrap(len(history), author)
+        opening, _ = self.wrap(len(history), author)
         return self._assemble(history)[0] + opening + (seed_text or "")
 
     def speaker_prompt(self, history: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str]]:
@@ -408,7 +421,7 @@ class ChatFormatter:
         if self._role_pattern is not None:
             head, tail = self._role_pattern
             return prefix + head, {name: self.author_tag(name) + tail for name in names}
-        openings = {name: self._wrap(index, name)[0] for name in names}
+        openings = {name: self.wrap(index, name)[0] for name in names}
         head = _common_prefix(list(openings.values()))
         return prefix + head, {name: o[len(head) :] for name, o in openings.items()}
 

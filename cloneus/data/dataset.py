@@ -1,0 +1,360 @@
+"""Chat export → tokenized, loss-masked train/eval datasets (contract 5), cached on disk.
+
+`prepare_dataset` runs the whole data pipeline: read, clean, drop opted-out/excluded users and bots, optional
+YouTube link tags, sessions per `hours_between_sessions` cutoff, chunks of at most `chunk_size` tokens, and labels.
+The result is cached under `dataset.cache_dir` keyed by a hash of everything it depends on: the chat file's bytes,
+the user index, the config sections that shape the data, the tokenizer's vocabulary and chat template, and
+`FORMAT_VERSION` (bump it when the output of this code changes). A cache entry is written to a temporary folder
+and renamed into place, so a crash never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloneus.errors import CloneusError, ConfigError, DataFormatError
+from cloneus.io import atomic_write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from datasets import Dataset
+
+    from cloneus.config import CloneusConfig
+    from cloneus.data.chunks import Chunks
+    from cloneus.data.formatting import ChatFormatter
+    from cloneus.data.users import UserIndex
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+HASH_BLOCK_BYTES = 1 << 20
+
+
+@dataclass
+class PreparedData:
+    """What `prepare_dataset` returns.
+
+    Args:
+        train (`Dataset`): columns `input_ids`, `labels` (-100 where no loss) and `length`.
+        eval (`Dataset`, *optional*): the same for the held-out latest sessions; None when `eval_frac` is 0 or
+            there is a single session.
+        eval_conversations (`list[list[tuple[str, str]]]`): the eval chunks as `(author, text)` messages (first
+            cutoff only), for the eval command.
+        stats (`dict`): counts for `prepare` to print: messages, dropped per reason, users, sessions, chunks,
+            tokens.
+        tokens_added (`list[str]`): special tokens added to the tokenizer (`custom_chat_template: chatml`); the
+            trainer must resize the model's embeddings when this is not empty.
+        cache_path (`Path`, *optional*): the cache entry this came from or was saved to.
+    """
+
+    train: Dataset
+    eval: Dataset | None
+    eval_conversations: list[list[tuple[str, str]]]
+    stats: dict[str, Any]
+    tokens_added: list[str] = field(default_factory=list)
+    cache_path: Path | None = None
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """Hash of what decides token ids: the vocabulary (added tokens included) and the chat template."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    parts = [type(tokenizer).__name__, vocab, tokenizer.chat_template or "", str(tokenizer.eos_token)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def cache_key(cfg: CloneusConfig, chat_digest: str, users: UserIndex, tokenizer: Any, youtube_on: bool) -> str:
+    """Everything the prepared data depends on, hashed. Paths and the cache dir itself are left out."""
+    data = cfg.dataset.model_dump(mode="json", exclude={"cache_dir", "chatlog", "users_json"})
+    parts = {
+        "version": FORMAT_VERSION,
+        "chat": chat_digest,
+        "users": users.model_dump(mode="json"),
+        "dataset": data,
+        "format": cfg.format.model_dump(mode="json"),
+        "prompt": cfg.prompt.model_dump(mode="json"),
+        "chunk_size": cfg.training.chunk_size,
+        "youtube": cfg.youtube.tag_format if youtube_on else None,
+        "tokenizer": tokenizer_digest(tokenizer),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:24]
+
+
+def _load_users(cfg: CloneusConfig, frame_loader) -> UserIndex:
+    from cloneus.data.users import UserIndex
+
+    path = Path(cfg.dataset.users_json)
+    if path.is_file():
+        return UserIndex.load(path)
+    logger.info(
+        "no user index at %s; using one built from the chat (run `python -m cloneus index build` to edit it)", path
+    )
+    return UserIndex.build(frame_loader(), min_share=cfg.dataset.min_share)
+
+
+def _drop_unwanted_users(frame: pd.DataFrame, users: UserIndex, dropped: dict[str, int]) -> pd.DataFrame:
+    """Messages of opted-out, excluded and bot users never reach training data."""
+    by_id = {u.id: u for u in users.users}
+    reasons = {}
+    for author_id in frame["author_id"].unique():
+        user = by_id.get(str(author_id)) or users.get(str(author_id))
+        if user is None:
+            continue
+        reason = "opted_out" if user.opted_out else "excluded" if user.excluded else "bot" if user.is_bot else None
+        if reason:
+            reasons[author_id] = reason
+    if not reasons:
+        return frame
+    why = frame["author_id"].map(reasons)
+    for reason, count in why.value_counts().items():
+        dropped[reason] = dropped.get(reason, 0) + int(count)
+    return frame[why.isna()].reset_index(drop=True)
+
+
+def _strip_control_tokens(texts: pd.Series, tokenizer: Any, dropped: dict[str, int]) -> pd.Series:
+    """Remove special-token strings typed into messages, so a message can never end a turn early."""
+    import re
+
+    specials = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
+    if not specials:
+        return texts
+    pattern = "|".join(re.escape(t) for t in specials)
+    hit = texts.str.contains(pattern, regex=True)
+    if hit.any():
+        logger.warning("removed special-token text from %d messages", int(hit.sum()))
+        dropped["special_tokens_stripped"] = int(hit.sum())
+        texts = texts.where(~hit, texts[hit].str.replace(pattern, "", regex=True))
+    return texts
+
+
+def _encode_youtube(texts: pd.Series, links: Any) -> pd.Series:
+    with links:
+        encoded = links.encode_texts(texts.tolist())
+    return texts.__class__(encoded, index=texts.index, dtype=texts.dtype)
+
+
+def _tag_context_authors(frame: pd.DataFrame, users: UserIndex, other_tag: str | None) -> pd.DataFrame:
+    """With `dataset.other_tag`, users who are not trained appear under that one tag instead of their names."""
+    if other_tag is None:
+        return frame
+    trained = {u.display_name for u in users.trainable()}
+    frame = frame.copy()
+    frame["author"] = frame["author"].where(frame["author"].isin(trained), other_tag)
+    return frame
+
+
+def _too_long_reporter(frame: pd.DataFrame, path: Path, cfg: CloneusConfig, n_prefix: int):
+    allow = cfg.dataset.allow_truncation
+    chunk_size = cfg.training.chunk_size
+
+    def report(index: int, tokens: int) -> None:
+        row = frame.iloc[index]
+        where = f"message {row['message_id']} by {row['author']!r} is {tokens} tokens"
+        if allow:
+            logger.warning("%s; truncated to fit chunk_size=%d", where, chunk_size)
+            return
+        raise DataFormatError(
+            path,
+            f"{where} (plus a {n_prefix}-token system prompt), over training.chunk_size={chunk_size}; raise "
+            "chunk_size, shorten the message, or set dataset.allow_truncation: true",
+            field="text",
+        )
+
+    return report
+
+
+def _build_chunks(
+    formatter: ChatFormatter,
+    frame: pd.DataFrame,
+    gaps: np.ndarray | None,
+    splits: list[list[tuple[int, int]]],
+    cfg: CloneusConfig,
+    path: Path,
+) -> list[Chunks]:
+    """Tokenize and cut each split's sessions (all cutoffs together; identical chunks are kept once)."""
+    from cloneus.data.chunks import MessageTokens, tokenize_flat, tokenize_sessions, turns_are_separable
+    from cloneus.data.sessions import split_long
+
+    authors = frame["author"].tolist()
+    texts = frame["text"].tolist()
+    chunk_size = cfg.training.chunk_size
+    n_prefix = len(tokenize_flat(formatter.tokenizer, [formatter.prefix])[0]) if formatter.prefix else 0
+    if n_prefix >= chunk_size:
+        raise ConfigError(
+            f"the system prompt alone is {n_prefix} tokens, not under training.chunk_size={chunk_size}; shorten "
+            "prompt.template or raise chunk_size"
+        )
+    too_long = _too_long_reporter(frame, path, cfg, n_prefix)
+    if not turns_are_separable(formatter, sorted(set(authors))):
+        logger.info("tokenizing whole sessions (turns do not start with a special token)")
+        return [
+            tokenize_sessions(formatter, authors, texts, gaps, sessions, chunk_size, too_long) for sessions in splits
+        ]
+    tokens = MessageTokens.build(formatter, authors, texts)
+    budget = chunk_size - len(tokens.prefix_ids)
+    return [
+        tokens.chunk(
+            sorted({r for a, b in sessions for r in split_long(tokens.counts, gaps, a, b, budget)}), budget, too_long
+        )
+        for sessions in splits
+    ]
+
+
+def _to_dataset(chunks: Chunks) -> Dataset:
+    import numpy as np
+    import pyarrow as pa
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    offsets = pa.array(chunks.offsets.astype(np.int32))
+    table = pa.table(
+        {
+            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(chunks.ids)),
+            "labels": pa.ListArray.from_arrays(offsets, pa.array(chunks.labels)),
+            "length": pa.array(chunks.lengths.astype(np.int64)),
+        }
+    )
+    return Dataset(InMemoryTable(table))
+
+
+def _save(entry: Path, prepared: PreparedData) -> None:
+    """Write a cache entry into a temporary folder, then rename it into place in one step."""
+    tmp = entry.parent / f".tmp-{entry.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    prepared.train.save_to_disk(str(tmp / "train"))
+    if prepared.eval is not None:
+        prepared.eval.save_to_disk(str(tmp / "eval"))
+    meta = {"stats": prepared.stats, "eval_conversations": prepared.eval_conversations}
+    atomic_write_json(tmp / "meta.json", meta, indent=0)
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another process finished the same entry first; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(entry: Path, tokens_added: list[str]) -> PreparedData:
+    from datasets import load_from_disk
+
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    eval_ds = load_from_disk(str(entry / "eval")) if (entry / "eval").is_dir() else None
+    conversations = [[(a, t) for a, t in conv] for conv in meta["eval_conversations"]]
+    stats = {**meta["stats"], "cached": True}
+    return PreparedData(load_from_disk(str(entry / "train")), eval_ds, conversations, stats, tokens_added, entry)
+
+
+def _count_tokens(chunks: Chunks) -> dict[str, int]:
+    return {"total": int(len(chunks.ids)), "labelled": int((chunks.labels != -100).sum())}
+
+
+def prepare_dataset(
+    cfg: CloneusConfig,
+    tokenizer: Any,
+    chatlog: str | Path | None = None,
+    users: UserIndex | None = None,
+) -> PreparedData:
+    """Build (or load from cache) the tokenized train/eval datasets for a config.
+
+    Args:
+        cfg (`CloneusConfig`): `dataset`, `format`, `prompt`, `training.chunk_size` and `youtube` are used.
+        tokenizer (`PreTrainedTokenizerBase`): a fast tokenizer; `format.custom_chat_template` is installed on it.
+        chatlog (`str | Path`, *optional*): the chat export; defaults to `dataset.chatlog`.
+        users (`UserIndex`, *optional*): defaults to `dataset.users_json`, or one built from the chat when that
+            file does not exist.
+
+    Raises:
+        ConfigError: no chat log given, or a format/prompt setting that cannot work with this tokenizer.
+        DataFormatError: the export cannot be read, or one message is longer than `chunk_size` without
+            `dataset.allow_truncation`.
+    """
+    from cloneus.data.clean import clean_messages
+    from cloneus.data.formatting import ChatFormatter
+    from cloneus.data.readers import read_chat
+    from cloneus.data.sessions import eval_split_index, session_ranges, silence_hours
+    from cloneus.plugins.youtube import YouTubeLinks
+
+    source = chatlog or cfg.dataset.chatlog
+    if source is None:
+        raise ConfigError("dataset.chatlog is not set; pass -d FILE or set dataset.chatlog in the config")
+    path = Path(source)
+    if not path.is_file():
+        raise CloneusError(f"{path}: chat export not found")
+    cleaned = []
+
+    def load_clean():
+        if not cleaned:
+            cleaned.append(clean_messages(read_chat(path), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes))
+        return cleaned[0]
+
+    users = users if users is not None else _load_users(cfg, lambda: load_clean().frame)
+    formatter = ChatFormatter(tokenizer, cfg.format, cfg.prompt, users, masked_authors=cfg.dataset.masked_authors)
+    links = YouTubeLinks.from_env(cfg.youtube)
+    entry = Path(cfg.dataset.cache_dir) / cache_key(cfg, _file_digest(path), users, tokenizer, links is not None)
+    if (entry / "meta.json").is_file():
+        logger.info("using the prepared dataset cached in %s", entry)
+        if links is not None:
+            links.close()
+        return _load(entry, formatter.tokens_added)
+
+    result = load_clean()
+    dropped = dict(result.dropped)
+    frame = _drop_unwanted_users(result.frame, users, dropped)
+    frame["text"] = _strip_control_tokens(frame["text"], tokenizer, dropped)
+    if links is not None:
+        frame["text"] = _encode_youtube(frame["text"], links)
+    frame = _tag_context_authors(frame, users, cfg.dataset.other_tag)
+    if frame.empty:
+        raise DataFormatError(path, f"no messages left after cleaning (dropped: {dropped})")
+
+    gaps = silence_hours(frame["timestamp"])
+    if gaps is None:
+        logger.info("the chat has no timestamps: conversations are cut by token budget only")
+    hours = cfg.dataset.hours_between_sessions
+    cutoffs = sorted(set(hours if isinstance(hours, list) else [hours]))
+    n, min_len = len(frame), cfg.dataset.min_session_length
+    split = eval_split_index(session_ranges(gaps, 0, n, cutoffs[-1], min_len), cfg.dataset.eval_frac)
+    train_groups = {h: session_ranges(gaps, 0, split, h, min_len) for h in cutoffs}
+    eval_groups = {h: session_ranges(gaps, split, n, h, min_len) for h in cutoffs}
+    splits = [sorted({s for g in groups.values() for s in g}) for groups in (train_groups, eval_groups)]
+    train_chunks, eval_chunks = _build_chunks(formatter, frame, gaps, splits, cfg, path)
+
+    authors, texts = frame["author"].tolist(), frame["text"].tolist()
+    conversations = [list(zip(authors[a:b], texts[a:b], strict=True)) for a, b in eval_chunks.ranges]
+    stats = {
+        "chat": str(path),
+        "messages_kept": n,
+        "dropped": dropped,
+        "users": {"in_index": len(users.users), "trainable": len(users.trainable()), "in_chat": len(set(authors))},
+        "timestamps": gaps is not None,
+        "sessions": {f"{h:g}h": {"train": len(train_groups[h]), "eval": len(eval_groups[h])} for h in cutoffs},
+        "chunks": {"train": len(train_chunks.ranges), "eval": len(eval_chunks.ranges)},
+        "truncated_messages": train_chunks.truncated + eval_chunks.truncated,
+        "tokens": {"train": _count_tokens(train_chunks), "eval": _count_tokens(eval_chunks)},
+        "eval_messages": n - split,
+        "cached": False,
+    }
+    prepared = PreparedData(
+        train=_to_dataset(train_chunks),
+        eval=_to_dataset(eval_chunks) if eval_chunks.ranges else None,
+        eval_conversations=conversations,
+        stats=stats,
+        tokens_added=formatter.tokens_added,
+        cache_path=entry,
+    )
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    _save(entry, prepared)
+    return prepared
