@@ -12,6 +12,8 @@ import argparse
 import logging
 import sys
 
+from dotenv import load_dotenv
+
 from cloneus.data import cli as data_cli
 from cloneus.errors import CloneusError
 from cloneus.inference import cli as inference_cli
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Keys such as YOUTUBE_API_KEY may live in ./.env; the real environment wins over the file.
+    load_dotenv(override=False)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
