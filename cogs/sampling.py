@@ -1,5 +1,8 @@
 """`/sampling`: per-channel generation defaults (sampling options, a preset, auto-reply, webhook posting).
 
+Anyone may look (`show`); changing a channel's settings needs Manage Messages there (or admin rights), since
+they apply to everyone's replies and decide whether the bot talks unprompted.
+
 A channel's settings are rows of the store's `channel_settings` table: `preset` (a name from
 `config/sampling_presets.yaml`), `sampling` (a dict of option overrides), `autoreply` (`off`, `always` or
 `lurk:<threshold>`) and `webhook` (bool). The options of one request are layered, each layer validated by
@@ -17,6 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cloneus.errors import CloneusError
+from cogs.admin import is_admin
 
 if TYPE_CHECKING:
     from bot.client import CloneusBot
@@ -120,6 +124,15 @@ async def request_sampling(
     return validate_sampling(values)
 
 
+async def channel_moderator(interaction: discord.Interaction) -> bool:
+    """Check predicate: changing a channel's settings needs Manage Messages there, or admin rights."""
+    if interaction.permissions.manage_messages or is_admin(
+        interaction.user, interaction.permissions, interaction.client.settings
+    ):
+        return True
+    raise app_commands.CheckFailure("changing this channel's generation settings needs Manage Messages (or admin).")
+
+
 class SamplingCog(commands.GroupCog, group_name="sampling", group_description="Generation settings of this channel"):
     """Per-channel sampling defaults; options given on a `/clone` command override them."""
 
@@ -151,6 +164,7 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="set")
+    @app_commands.check(channel_moderator)
     @app_commands.describe(key="A sampling option (e.g. temperature), autoreply or webhook", value="The new value")
     @app_commands.autocomplete(key=_key_autocomplete)
     async def set_(self, interaction: discord.Interaction, key: str, value: str) -> None:
@@ -174,6 +188,7 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
         await interaction.response.send_message(f"Set `{key}` = `{shown!r}` for this channel.")
 
     @app_commands.command(name="preset")
+    @app_commands.check(channel_moderator)
     @app_commands.describe(name="A preset from config/sampling_presets.yaml")
     @app_commands.autocomplete(name=_preset_autocomplete)
     async def preset(self, interaction: discord.Interaction, name: str) -> None:
@@ -188,6 +203,7 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
         await interaction.response.send_message(f"Preset `{name}` is now used here ({options or 'defaults'}).")
 
     @app_commands.command(name="reset")
+    @app_commands.check(channel_moderator)
     async def reset(self, interaction: discord.Interaction) -> None:
         """Forget this channel's preset, overrides, auto-reply and webhook settings."""
         await self.bot.store.reset_channel_settings(interaction.channel_id)

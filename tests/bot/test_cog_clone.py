@@ -293,7 +293,7 @@ class TestAutoReply:
         assert len(clone_posts()) == 1 and drv.fake.channel_messages(channel).index(posts[0]) >= before
 
     async def test_bad_autoreply_value_is_refused(self, drv):
-        rec = await drv.slash("sampling set", key="autoreply", value="sometimes")
+        rec = await drv.slash("sampling set", key="autoreply", value="sometimes", user="boss")
         await rec.answered()
         assert "expected off, always or lurk" in rec.text
 
