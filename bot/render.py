@@ -117,7 +117,8 @@ class StreamEditor(Generic[T]):
     overflow past the limit continued in follow-up messages, and a final flush that always lands the full text.
 
     The editor does not know whether it writes through an interaction, a webhook or a channel; the caller passes
-    two coroutines.
+    two coroutines. Text only grows while streaming; if `finish(text)` replaces it with something shorter, messages
+    beyond the new last piece keep their old content (the caller deletes them if it must).
 
     Args:
         send (`Callable[[str], Awaitable[T]]`): posts a new message with this content and returns a handle.

@@ -448,7 +448,7 @@ class FakeDiscord:
             body = json.loads(form.get("payload_json", "{}"))
             files = []
             for name, value in form.items():
-                if name.startswith("files[") and hasattr(value, "file"):
+                if name.startswith("files[") and isinstance(value, web.FileField):
                     files.append({"index": int(name[6:-1]), "filename": value.filename, "content": value.file.read(),
                                   "content_type": value.content_type})  # fmt: skip
             return body, files

@@ -166,6 +166,11 @@ class TestResilience:
             await rec.done(lambda r: r.original and r.original["content"].rstrip().endswith("w1"), timeout=20)
             assert [c.status for c in fake_discord.calls_to("POST", "/callback")] == [500, 200]
             assert 502 in [c.status for c in fake_discord.calls_to("PATCH", ORIGINAL)]
+            general = fake_discord.channel_ids["general"]
+            fake_discord.inject("POST", rf"/channels/{general}/messages$", 502, times=1)
+            sent = await drv.bot.get_channel(general).send("after an outage")
+            assert fake_discord.messages[sent.id]["content"] == "after an outage"
+            assert [c.status for c in fake_discord.calls_to("POST", rf"/channels/{general}/messages$")] == [502, 200]
 
     async def test_gateway_disconnect_resumes_and_replays_missed_events(self, start_bot, fake_discord):
         async with start_bot(extensions=PROBE) as drv:
