@@ -129,25 +129,25 @@ def _merge_bursts(frame: pd.DataFrame, window_minutes: float) -> pd.DataFrame:
     if not follows.any():
         return frame
     group = (~follows).cumsum().to_numpy()
-    in_burst = (follows | follows.shift(-1, fill_value=False)).to_numpy()
+    keep = ~follows.to_numpy()
+    in_burst = ~(keep & np.r_[keep[1:], True])  # every row except bursts of one
     # Bursts are contiguous runs, so slicing a list beats groupby.agg, which builds a Series per group.
-    texts = frame["text"].to_numpy()[in_burst].tolist()
+    texts = frame["text"][in_burst].tolist()
     ids = group[in_burst]
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     ends = np.r_[starts[1:], len(ids)]
-    keep = ~follows.to_numpy()
     firsts = frame[keep].copy()
-    merged_text = firsts["text"].to_numpy(dtype=object)
     # Group g (numbered from 1) is the g-th kept row.
-    merged_text[ids[starts] - 1] = ["\n".join(texts[a:b]) for a, b in zip(starts, ends, strict=True)]
-    firsts["text"] = pd.Series(merged_text, index=firsts.index, dtype=frame["text"].dtype)
-    # A reply to a message that was folded into a burst now points at the burst.
-    first_ids = frame["message_id"].to_numpy()[keep][group - 1]
-    folded = dict(zip(frame["message_id"].to_numpy()[~keep], first_ids[~keep], strict=True))
-    replies = firsts["reply_to"]
-    remap = replies.isin(folded.keys())
-    if remap.any():
-        replies = replies.copy()
+    labels = firsts.index[ids[starts] - 1]
+    merged = firsts["text"].copy()
+    merged.loc[labels] = ["\n".join(texts[a:b]) for a, b in zip(starts, ends, strict=True)]
+    firsts["text"] = merged
+    if firsts["reply_to"].notna().any():
+        # A reply to a message that was folded into a burst now points at the burst.
+        message_ids = frame["message_id"].to_numpy()
+        folded = dict(zip(message_ids[~keep], message_ids[keep][group[~keep] - 1], strict=True))
+        replies = firsts["reply_to"].copy()
+        remap = replies.isin(folded.keys())
         replies[remap] = replies[remap].map(folded)
         firsts["reply_to"] = replies
     return firsts
@@ -167,6 +167,9 @@ def clean_messages(
         `CleanResult` with the cleaned frame (its `attrs` keep the reader's, with `dropped` updated) and the
         number of rows dropped per reason, including the reader's.
     """
+    import numpy as np
+    import pandas as pd
+
     cleaning = cleaning or CleaningConfig()
     attrs = dict(frame.attrs)
     dropped: dict[str, int] = dict(attrs.get("dropped", {}))
@@ -177,25 +180,34 @@ def clean_messages(
     out["reply_to"] = out["reply_to"].astype(object).where(out["reply_to"].notna(), None)
     out = _sort_by_time(out)
     if cleaning.unify_author_names and len(out):
-        out["author"] = out["author_id"].map(out.groupby("author_id", sort=False)["author"].last())
+        codes, _ = pd.factorize(out["author_id"])
+        last = np.zeros(codes.max() + 1, dtype=np.int64)
+        last[codes] = np.arange(len(codes))  # numpy keeps the last write: each id's latest row
+        out["author"] = out["author"].iloc[last[codes]].set_axis(out.index)
 
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal out
-        dropped[reason] = dropped.get(reason, 0) + int(mask.sum())
-        out = out[~mask]
+    # Each rule marks rows on the whole frame; a row counts under the first rule that removes it.
+    removed = np.zeros(len(out), dtype=bool)
+
+    def mark(mask: pd.Series, reason: str) -> None:
+        nonlocal removed
+        new = mask.to_numpy(dtype=bool, na_value=False) & ~removed
+        dropped[reason] = dropped.get(reason, 0) + int(new.sum())
+        removed |= new
 
     if cleaning.drop_bots and "is_bot" in out.columns:
-        drop(out["is_bot"].fillna(False).astype(bool), "bot")
+        mark(out["is_bot"].fillna(False).astype(bool), "bot")
     if cleaning.command_prefixes:
         prefixes = "|".join(re.escape(p) for p in cleaning.command_prefixes)
         # The appended space stands in for end-of-text: `$` and `\s` would push pandas off pyarrow onto Python re.
         command = (out["text"] + " ").str.contains(rf"^[ \t]*(?:{prefixes})[A-Za-z0-9_][A-Za-z0-9_-]*[ \t\r\n]")
-        drop(command, "command")
+        mark(command, "command")
     text, cdn_only = _rewrite_text(out, cleaning, attrs)
     out["text"] = text
     if cleaning.drop_empty:
-        drop(cdn_only, "attachment_only")
-        drop(out["text"] == "", "empty")
+        mark(cdn_only, "attachment_only")
+        mark(out["text"] == "", "empty")
+    if removed.any():
+        out = out[~removed]
     before = len(out)
     if merge_window_minutes > 0 and len(out):
         out = _merge_bursts(out, merge_window_minutes)
