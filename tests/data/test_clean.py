@@ -130,6 +130,14 @@ class TestOrderAndNames:
         frame = _frame([("a", "third", 10), ("b", "first", 0), ("a", "tie-1", 5), ("b", "tie-2", 5)])
         assert _texts(frame) == ["first", "tie-1", "tie-2", "third"]
 
+    def test_exported_out_of_order_with_mixed_offsets(self):
+        frame = read_chat(FIXTURES / "generic_out_of_order.csv")
+        assert frame["text"].iloc[0] == "third in time"  # the reader keeps file order
+        out = clean_messages(frame, merge_window_minutes=0).frame
+        expected = ["first in time", "second (same instant as the next)", "second too", "third in time"]
+        assert out["text"].tolist() == expected
+        assert out["timestamp"].iloc[-1] == pd.Timestamp("2024-03-01T11:10:00Z")
+
     def test_naive_and_other_zones_become_utc(self):
         frame = _frame([("a", "x", 0), ("b", "y", 1)])
         frame["timestamp"] = frame["timestamp"].dt.tz_convert("Europe/Berlin")
