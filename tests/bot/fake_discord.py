@@ -197,17 +197,20 @@ class FakeDiscord:
                               "position": len(self.channels), "permission_overwrites": [], "nsfw": False,
                               "parent_id": None, "topic": None, "rate_limit_per_user": 0,
                               "last_message_id": None}  # fmt: skip
+        self.dispatch("CHANNEL_CREATE", self.channels[cid])
         return cid
 
     def add_member(self, name: str, *, nick: str | None = None, roles: tuple[int, ...] = (), bot=False) -> int:
         uid = self.snowflake()
         self.members[uid] = self._member(self._user(uid, name, bot=bot), nick, [str(r) for r in roles])
+        self.dispatch("GUILD_MEMBER_ADD", {**self.members[uid], "guild_id": str(self.guild_id)})
         return uid
 
     def add_emoji(self, name: str) -> int:
         eid = self.snowflake()
         self.emojis[eid] = {"id": str(eid), "name": name, "roles": [], "require_colons": True, "managed": False,
                             "animated": False, "available": True}  # fmt: skip
+        self.dispatch("GUILD_EMOJIS_UPDATE", {"guild_id": str(self.guild_id), "emojis": list(self.emojis.values())})
         return eid
 
     def member_perms(self, uid: int) -> int:
@@ -341,7 +344,9 @@ class FakeDiscord:
     # -- gateway -------------------------------------------------------------------------------------------------
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Queue a DISPATCH event; sent now if the bot is connected, else replayed on RESUME."""
+        """Queue a DISPATCH event; sent now if the bot is connected, else replayed on RESUME (events queued
+        before the first IDENTIFY are dropped: READY and GUILD_CREATE carry the whole state).
+        """
         payload = {"op": 0, "t": event, "s": len(self._events) + 1, "d": data}
         self._events.append(payload)
         if self._ws is not None and not self._ws.closed:

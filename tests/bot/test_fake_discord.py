@@ -74,3 +74,13 @@ class TestFakeDiscord:
             unsafe = await channel.send(text, allowed_mentions=discord.AllowedMentions.all())
             assert fake_discord.messages[safe.id]["pings"] == {"users": [bob], "roles": [], "everyone": False}
             assert fake_discord.messages[unsafe.id]["pings"]["everyone"] is True
+
+    async def test_state_added_while_connected_reaches_the_bot(self, start_bot, fake_discord):
+        async with start_bot(extensions=PROBE) as drv:
+            guild = drv.bot.get_guild(fake_discord.guild_id)
+            uid = fake_discord.add_member("dave", nick="Dave")
+            eid = fake_discord.add_emoji("party")
+            cid = fake_discord.add_channel("news")
+            await drv.wait_for(lambda: guild.get_member(uid) and guild.get_channel(cid) and guild.emojis)
+            assert guild.get_member(uid).display_name == "Dave"
+            assert [(e.id, e.name) for e in guild.emojis] == [(eid, "party")]
