@@ -40,8 +40,8 @@ class CleanResult:
 
     Args:
         frame (`pd.DataFrame`): the cleaned canonical frame, sorted by time, index reset.
-        dropped (`dict[str, int]`): rows removed per reason (`system`, `no_author` and `media` come from the
-            reader; `bot`, `command`, `attachment_only`, `empty`, `merged` from cleaning).
+        dropped (`dict[str, int]`): rows removed per reason (`system`, `no_author`, `media` and `deleted` come
+            from the reader; `bot`, `command`, `attachment_only`, `empty` and `merged` from cleaning).
     """
 
     frame: pd.DataFrame
@@ -175,7 +175,7 @@ def clean_messages(
     dropped: dict[str, int] = dict(attrs.get("dropped", {}))
     out = frame.copy()
     out.attrs = {}  # pandas deep-copies attrs on every operation; put them back at the end
-    out["text"] = out["text"].fillna("")
+    out["text"] = out["text"].fillna("").astype("str")
     out["timestamp"] = _to_utc(out["timestamp"])
     out["reply_to"] = out["reply_to"].astype(object).where(out["reply_to"].notna(), None)
     out = _sort_by_time(out)
