@@ -100,21 +100,10 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-JOB_FIELDS = {
-    "status",
-    "name",
-    "config",
-    "run_dir",
-    "pid",
-    "guild_id",
-    "channel_id",
-    "message_id",
-    "progress",
-    "checkpoint",
-    "error",
-    "finished_at",
-}
-JSON_JOB_FIELDS = {"config", "progress"}
+JOB_FIELDS = frozenset(
+    "status name config run_dir pid guild_id channel_id message_id progress checkpoint error finished_at".split()
+)
+JSON_JOB_FIELDS = frozenset({"config", "progress"})
 
 
 @dataclass(frozen=True)
@@ -428,11 +417,7 @@ class Store:
 
     async def create_job(self, config: dict[str, Any], run_dir: str | Path | None, pid: int | None, **fields) -> int:
         """Insert a job with status `running` (or `fields['status']`); returns its id."""
-        unknown = set(fields) - JOB_FIELDS
-        if unknown:
-            raise ValueError(f"unknown job fields {sorted(unknown)}; valid: {sorted(JOB_FIELDS)}")
-        values = {"status": "running", **fields, "config": config, "run_dir": _opt_str(run_dir), "pid": pid}
-        values = {k: json.dumps(v) if k in JSON_JOB_FIELDS and v is not None else v for k, v in values.items()}
+        values = _job_columns({"status": "running", **fields, "config": config, "run_dir": run_dir, "pid": pid})
         now = _now()
         cols = [*values, "created_at", "updated_at"]
         async with self._tx() as db:
@@ -444,14 +429,9 @@ class Store:
 
     async def update_job(self, job_id: int, **fields) -> None:
         """Update some of a job's fields (see `JOB_FIELDS`); `config`/`progress` are JSON-encoded."""
-        unknown = set(fields) - JOB_FIELDS
-        if unknown:
-            raise ValueError(f"unknown job fields {sorted(unknown)}; valid: {sorted(JOB_FIELDS)}")
-        if not fields:
+        values = _job_columns(fields)
+        if not values:
             return
-        values = {k: json.dumps(v) if k in JSON_JOB_FIELDS and v is not None else v for k, v in fields.items()}
-        values = {k: _iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
-        values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
         sets = ", ".join(f"{k} = ?" for k in values)
         async with self._tx() as db:
             await db.execute(
@@ -501,8 +481,21 @@ async def _delete_user_rows(db: aiosqlite.Connection, user_id: int, names: Itera
     await db.execute("DELETE FROM replies WHERE invoker_id = ?", (user_id,))
 
 
-def _opt_str(value: str | Path | None) -> str | None:
-    return None if value is None else str(value)
+def _job_columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check job field names and encode values for SQLite (JSON for dicts, text for paths and datetimes)."""
+    unknown = set(fields) - JOB_FIELDS
+    if unknown:
+        raise ValueError(f"unknown job fields {sorted(unknown)}; valid: {sorted(JOB_FIELDS)}")
+    out = {}
+    for key, value in fields.items():
+        if key in JSON_JOB_FIELDS and value is not None:
+            value = json.dumps(value)
+        elif isinstance(value, datetime):
+            value = _iso(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        out[key] = value
+    return out
 
 
 def _statements(script: str) -> list[str]:
