@@ -48,6 +48,13 @@ class TestGenerate:
         pieces = list(clo.stream_generate(HISTORY, "bob", **GREEDY))
         assert "".join(pieces) == clo.generate(HISTORY, "bob", **GREEDY)
 
+    def test_closing_a_stream_stops_generation(self, clo):
+        stream = clo.stream_generate(HISTORY, "alice", do_sample=False, min_new_tokens=200, max_new_tokens=200)
+        first = next(stream)
+        stream.close()  # joins the generate thread, which stops at its next step
+        full = clo.generate(HISTORY, "alice", do_sample=False, min_new_tokens=200, max_new_tokens=200)
+        assert full.startswith(first) and len(full) > len(first)
+
     def test_seed_text_starts_the_reply(self, clo):
         reply = clo.generate(HISTORY, "carol", seed_text="I think", **GREEDY)
         assert reply.startswith("I think")

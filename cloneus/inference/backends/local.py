@@ -100,6 +100,8 @@ class LocalBackend:
         if not self.prefix.enabled:
             return None
         target = ids[:-1][: self.prefix.max_tokens]
+        if not target:
+            return None
         reused = self.last_reused = self.prefix.match(target)
         if reused < len(target):
             cache = self.prefix.fork(reused) if reused else DynamicCache(config=self.model.config)
