@@ -145,15 +145,15 @@ class CloneusBot(commands.Bot):
         Other bot messages (status, progress, errors) are never context.
         """
         author = message.author
+        text = plain_text(message.content, {u.id: u.name for u in message.mentions})
         if self.user is not None and author.id == self.user.id:
-            parsed = None if live else parse_clone_reply(message.content)
+            parsed = None if live else parse_clone_reply(text)
             return (*parsed, True) if parsed else None
         if message.webhook_id is not None and author.name.endswith(CLONE_WEBHOOK_SUFFIX):
-            return None if live else (author.name[: -len(CLONE_WEBHOOK_SUFFIX)], message.content, True)
-        if message.type not in (discord.MessageType.default, discord.MessageType.reply) or not message.content:
+            return None if live else (author.name[: -len(CLONE_WEBHOOK_SUFFIX)], text, True)
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply) or not text:
             return None
-        names = {u.id: u.name for u in message.mentions}
-        return author.name, plain_text(message.content, names), False
+        return author.name, text, False
 
     async def seed_context(self, channel_id: int) -> int:
         """Store the channel's last `history_seed_n` messages as context (ids already stored are updated)."""

@@ -92,8 +92,15 @@ class TestContext:
         fake_discord.create_message(general, fake_discord.bot_user, {"content": "**[carol]** cloned words"})
         fake_discord.create_message(general, fake_discord.bot_user, {"content": "Training started"})
         fake_discord.create_message(general, users["bob"], {"content": "yo <:pog:1234>"})
+        hook = {"id": "99", "username": "Alice (clone)", "discriminator": "0000", "avatar": None, "bot": True}
+        fake_discord.create_message(general, hook, {"content": "via webhook"}, extra={"webhook_id": "99"})
         async with start_bot(extensions=PROBE) as drv:
-            assert _context(drv) == [("alice", "hi @bob", 0), ("carol", "cloned words", 1), ("bob", "yo :pog:", 0)]
+            assert _context(drv) == [
+                ("alice", "hi @bob", 0),
+                ("carol", "cloned words", 1),
+                ("bob", "yo :pog:", 0),
+                ("Alice", "via webhook", 1),
+            ]
 
     async def test_live_messages_in_configured_channel_only(self, start_bot, fake_discord):
         async with start_bot(extensions=PROBE) as drv:
