@@ -19,8 +19,11 @@ logger = logging.getLogger(__name__)
 UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def peft_lora_config(lora_cfg: LoraConfig):
-    """The `peft.LoraConfig` for our `lora` section (`all-linear` means every linear layer except the LM head)."""
+def peft_lora_config(lora_cfg: LoraConfig, trainable_token_ids: list[int] | None = None):
+    """The `peft.LoraConfig` for our `lora` section (`all-linear` means every linear layer except the LM head).
+
+    `trainable_token_ids` are embedding rows trained in full (tokens the formatter added, which start random).
+    """
     from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
@@ -32,6 +35,7 @@ def peft_lora_config(lora_cfg: LoraConfig):
         use_dora=lora_cfg.use_dora,
         bias="none",
         task_type="CAUSAL_LM",
+        trainable_token_indices=trainable_token_ids or None,
     )
 
 
@@ -41,6 +45,7 @@ def attach_lora(
     *,
     use_unsloth: bool = False,
     gradient_checkpointing: bool = False,
+    trainable_token_ids: list[int] | None = None,
 ) -> PeftModel:
     """Wrap `model` in trainable LoRA adapters; base weights are frozen.
 
@@ -51,6 +56,7 @@ def attach_lora(
             `get_peft_model` patches in its fused kernels.
         gradient_checkpointing (`bool`, *optional*, defaults to `False`): only used by unsloth, which sets up its
             own checkpointing here.
+        trainable_token_ids (`list[int]`, *optional*): embedding rows to train in full, for added tokens.
 
     Raises:
         ConfigError: DoRA asked for together with unsloth.
@@ -73,7 +79,7 @@ def attach_lora(
         )
     from peft import get_peft_model
 
-    peft_model = get_peft_model(model, peft_lora_config(lora_cfg))
+    peft_model = get_peft_model(model, peft_lora_config(lora_cfg, trainable_token_ids))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA r=%d on %s: %d of %d params trainable", lora_cfg.r, lora_cfg.target_modules, trainable, total)
     return peft_model

@@ -1,0 +1,272 @@
+"""One training run, start to finish: config → run directory → dataset → LoRA model → Trainer → checkpoints.
+
+The loop is stock `transformers.Trainer`; what is ours is the padding-free collator (`packing.py`), the callbacks
+(`callbacks.py`) and the run directory (`rundir.py`). Under `accelerate launch` every rank runs this function;
+only the main process writes files, and the run name is agreed on by broadcast so all ranks use one directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloneus.errors import CloneusError
+from cloneus.training.rundir import ProgressLog, RunDir, checkpoint_step
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from cloneus.config import CloneusConfig
+    from cloneus.data.users import UserIndex
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with.
+
+    Args:
+        run_dir (`Path`): the run directory.
+        checkpoint (`Path`, *optional*): the last checkpoint saved.
+        interrupted (`str`, *optional*): the signal that stopped training early, if any.
+        metrics (`dict`): what was written to `metrics.json`.
+    """
+
+    run_dir: Path
+    checkpoint: Path | None
+    interrupted: str | None
+    metrics: dict[str, Any]
+
+
+def load_users(cfg: CloneusConfig, chatlog: str | Path | None) -> UserIndex:
+    """The user index at `dataset.users_json`, or one built from the chat when that file does not exist."""
+    from cloneus.data.clean import clean_messages
+    from cloneus.data.readers import read_chat
+    from cloneus.data.users import UserIndex
+
+    path = Path(cfg.dataset.users_json)
+    if path.is_file():
+        return UserIndex.load(path)
+    source = chatlog or cfg.dataset.chatlog
+    if source is None:
+        raise CloneusError("dataset.chatlog is not set; pass -d FILE or set dataset.chatlog in the config")
+    logger.info("no user index at %s; building one from %s (edit it with `python -m cloneus index`)", path, source)
+    cleaned = clean_messages(read_chat(source), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes)
+    return UserIndex.build(cleaned.frame, min_share=cfg.dataset.min_share)
+
+
+def use_bf16(precision: str) -> bool:
+    """`auto` means bf16 on a GPU that has it; CPUs train faster (and as exactly) in fp32."""
+    import torch
+
+    if precision == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def training_arguments(cfg: CloneusConfig, output_dir: Path, *, has_eval: bool) -> TrainingArguments:
+    """Map the `training` section onto `transformers.TrainingArguments`."""
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    eval_steps = t.eval_steps or t.save_steps
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=t.gradient_checkpointing,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=use_bf16(t.precision),
+        fp16=t.precision == "fp16",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps,
+        report_to=list(t.report_to) or "none",
+        include_num_input_tokens_seen="all",
+        remove_unused_columns=False,
+        disable_tqdm=not sys.stderr.isatty(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _agree_on_run_name(run_name: str | None) -> str:
+    """Every rank must write to the same directory; the main process picks the timestamped default."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from cloneus.training.rundir import default_run_name
+
+    state = PartialState()
+    names = [run_name or default_run_name()]
+    if state.num_processes > 1:
+        broadcast_object_list(names, from_process=0)
+    return names[0]
+
+
+def _prepare_model(cfg: CloneusConfig, tokenizer, tokens_added: list[str]):
+    """Base model with LoRA attached; new special tokens get embedding rows and train just those rows."""
+    from cloneus.models.loading import load_model, pick_device, uses_unsloth
+    from cloneus.models.lora import attach_lora
+
+    device = pick_device()
+    model, _ = load_model(cfg.model, device=device, for_training=True, max_seq_length=cfg.training.chunk_size)
+    lora_cfg = cfg.lora
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        logger.info("resizing embeddings to %d for added tokens %s", len(tokenizer), tokens_added)
+        model.resize_token_embeddings(len(tokenizer))
+    peft_model = attach_lora(
+        model,
+        lora_cfg,
+        use_unsloth=uses_unsloth(cfg.model, device),
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+        trainable_token_ids=tokenizer.convert_tokens_to_ids(tokens_added) if tokens_added else None,
+    )
+    # Checkpoints name the base model as the user wrote it (e.g. builtin:smollm2-135m), not our cache path.
+    peft_model.peft_config["default"].base_model_name_or_path = cfg.model.model_id
+    if cfg.training.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    return peft_model
+
+
+def _final_eval_loss(trainer) -> float:
+    """The eval loss at the last step: the Trainer already evaluates there with step-based eval, else run it."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            if entry["step"] == trainer.state.global_step:
+                return entry["eval_loss"]
+            break
+    return trainer.evaluate()["eval_loss"]
+
+
+def _final_metrics(trainer, train_output, started: float, eval_loss: float | None) -> dict[str, Any]:
+    state = trainer.state
+    runtime = train_output.metrics.get("train_runtime")
+    metrics: dict[str, Any] = {
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "train_loss": train_output.training_loss,
+        "train_tokens": state.num_input_tokens_seen,
+        "train_runtime_s": runtime,
+        "tokens_per_s": state.num_input_tokens_seen / runtime if runtime else None,
+        "wall_s": time.monotonic() - started,
+    }
+    if eval_loss is not None:
+        metrics["eval_loss"] = eval_loss
+        metrics["eval_perplexity"] = math.exp(min(eval_loss, 50.0))
+    return metrics
+
+
+def train(
+    cfg: CloneusConfig,
+    *,
+    chatlog: str | Path | None = None,
+    run_name: str | None = None,
+    resume: str | Path | None = None,
+    progress_file: str | Path | None = None,
+    users: UserIndex | None = None,
+) -> TrainResult:
+    """Train LoRA adapters on a chat export and write the run directory.
+
+    Args:
+        cfg (`CloneusConfig`): the whole config; `prompt.name_mapping` is filled from the user index when empty.
+        chatlog (`str | Path`, *optional*): overrides `dataset.chatlog`.
+        run_name (`str`, *optional*): defaults to a UTC timestamp; ignored when resuming.
+        resume (`str | Path`, *optional*): a `checkpoint-N` directory to continue from, in its own run directory.
+        progress_file (`str | Path`, *optional*): an extra copy of `progress.jsonl` (the bot's job runner).
+        users (`UserIndex`, *optional*): defaults to `dataset.users_json`, built from the chat when missing.
+
+    Raises:
+        CloneusError: bad config, data or checkpoint; the message says which.
+    """
+    from accelerate import PartialState
+    from transformers import Trainer
+
+    from cloneus.data.dataset import prepare_dataset
+    from cloneus.models.loading import load_tokenizer, resolve_model
+    from cloneus.training.callbacks import CheckpointFilesCallback, ProgressCallback, StopOnSignalCallback
+    from cloneus.training.packing import PaddingFreeCollator, pack_dataset
+
+    started = time.monotonic()
+    state = PartialState()
+    if resume is not None:
+        run = RunDir.of_checkpoint(resume)
+        logger.info("resuming %s from step %d", run.path, checkpoint_step(resume))
+    else:
+        alias = resolve_model(cfg.model.model_id).alias
+        run = RunDir.for_new_run(cfg, alias, _agree_on_run_name(run_name))
+    users = users if users is not None else load_users(cfg, chatlog)
+    if cfg.prompt.name_mapping is None:
+        cfg = cfg.model_copy(deep=True)
+        cfg.prompt.name_mapping = users.name_mapping(cfg.format.author_tag)
+    progress = ProgressLog([run.progress_path] + ([Path(progress_file)] if progress_file else []))
+    if state.is_main_process:
+        run.write_start(cfg, users)
+    logger.info("run directory: %s", run.path)
+
+    try:
+        tokenizer = load_tokenizer(cfg.model)
+        with state.main_process_first():
+            data = prepare_dataset(cfg, tokenizer, chatlog, users)
+        if cfg.training.packing:
+            train_set = pack_dataset(data.train, cfg.training.chunk_size)
+            eval_set = pack_dataset(data.eval, cfg.training.chunk_size) if data.eval is not None else None
+        else:
+            train_set, eval_set = data.train, data.eval
+        model = _prepare_model(cfg, tokenizer, data.tokens_added)
+        stopper = StopOnSignalCallback()
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(cfg, run.path, has_eval=eval_set is not None),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=PaddingFreeCollator(),
+            processing_class=tokenizer,
+            callbacks=[ProgressCallback(progress, run), CheckpointFilesCallback(run, cfg, users, progress), stopper],
+        )
+        with stopper:
+            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        eval_loss = None
+        if eval_set is not None and not stopper.received:
+            eval_loss = _final_eval_loss(trainer)
+    except KeyboardInterrupt:
+        if state.is_main_process:
+            last = run.checkpoints()
+            progress.write("interrupted", checkpoint=str(last[-1]) if last else None, signal="SIGINT")
+        raise
+    except Exception as e:
+        if state.is_main_process:
+            progress.write("error", message=f"{type(e).__name__}: {e}")
+        raise
+
+    checkpoints = run.checkpoints()
+    checkpoint = checkpoints[-1] if checkpoints else None
+    metrics = _final_metrics(trainer, output, started, eval_loss)
+    if state.is_main_process:
+        run.write_metrics(metrics)
+        run.write_loss_plot(trainer.state.log_history)
+        if stopper.received:
+            progress.write("interrupted", checkpoint=str(checkpoint) if checkpoint else None, signal=stopper.received)
+        else:
+            progress.write("done", checkpoint=str(checkpoint) if checkpoint else None, metrics=metrics)
+    return TrainResult(run.path, checkpoint, stopper.received, metrics)
