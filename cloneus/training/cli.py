@@ -1,9 +1,129 @@
-"""Commands of this package for `python -m cloneus`."""
+"""Commands of this package for `python -m cloneus`: `train`, `eval` and `demo`.
+
+Nothing heavy is imported here; torch and transformers load when a command runs. `train` exits 0 when done,
+130 after an interrupt (SIGINT/SIGTERM) once a checkpoint is saved, and 2 on a user error (via the dispatcher).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from cloneus.errors import ConfigError
+
+EXIT_INTERRUPTED = 130
+
+
+def _write(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this package's subcommands; each sets `func(args) -> int`."""
+    p = sub.add_parser(
+        "train",
+        help="LoRA-finetune the model on a chat export",
+        description="Train LoRA adapters; writes runs/<model-alias>/<run-name>/ with checkpoints, progress and "
+        "metrics. Ctrl-C or SIGTERM saves a checkpoint and exits 130; continue with --resume.",
+    )
+    p.add_argument("-c", "--config", default=None, help="config YAML (default: config/train_config.yaml)")
+    p.add_argument("-d", "--data", default=None, metavar="CHATLOG", help="chat export (overrides dataset.chatlog)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--progress-file", default=None, help="also append progress events (JSON lines) here")
+    p.add_argument("--run-name", default=None, help="run directory name (default: a UTC timestamp)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="CKPT",
+        help="continue runs/<alias>/<run>/checkpoint-N with that run's config.yaml (plus --set overrides)",
+    )
+    p.set_defaults(func=train_command)
+
+    p = sub.add_parser(
+        "eval",
+        help="held-out loss/perplexity and next-speaker accuracy of a checkpoint",
+        description="Scores a checkpoint on its run's held-out conversations; writes eval.json into it.",
+    )
+    p.add_argument("checkpoint", help="a checkpoint-<step> directory")
+    p.add_argument("--base", action="store_true", help="also score the untuned base model (adapter disabled)")
+    p.add_argument("-d", "--data", default=None, metavar="CHATLOG", help="chat export (default: the run's)")
+    p.add_argument("--max-conversations", type=int, default=20, help="held-out conversations to score")
+    p.add_argument("--max-turns", type=int, default=40, help="next-speaker predictions per conversation")
+    p.add_argument("--samples", type=int, default=3, help="sample generations to show")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(func=eval_command)
+
+    p = sub.add_parser(
+        "demo",
+        help="train the builtin model on the demo chat and print a generated conversation",
+        description="A few minutes on a CPU: trains builtin:smollm2-135m on data/demo/demo_chat.json, then lets "
+        "the clones talk.",
+    )
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's budget)")
+    p.add_argument("--turns", type=int, default=6, help="messages to generate")
+    p.add_argument("--run-name", default=None, help="run directory name (default: a UTC timestamp)")
+    p.set_defaults(func=demo_command)
+
+
+def load_train_config(args: argparse.Namespace):
+    """The config a `train` invocation means: the run's own config.yaml when resuming, else -c (or the default)."""
+    from cloneus.config import load_config
+    from cloneus.training.rundir import RunDir
+
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        if args.max_steps <= 0:
+            raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
+        overrides.append(f"training.max_steps={args.max_steps}")
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume uses the run's own config.yaml; drop -c (use --set to change a value)")
+        return load_config(RunDir.of_checkpoint(args.resume).config_path, overrides)
+    return load_config(args.config, overrides)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from cloneus.training.trainer import train
+
+    cfg = load_train_config(args)
+    result = train(
+        cfg, chatlog=args.data, run_name=args.run_name, resume=args.resume, progress_file=args.progress_file
+    )
+    _write(f"run directory: {result.run_dir}")
+    if result.interrupted:
+        sys.stderr.write(
+            f"interrupted by {result.interrupted}; saved {result.checkpoint}\n"
+            f"continue with: python -m cloneus train --resume {result.checkpoint}\n"
+        )
+        return EXIT_INTERRUPTED
+    _write(f"final checkpoint: {result.checkpoint}")
+    for key in ("train_loss", "eval_loss", "eval_perplexity", "tokens_per_s"):
+        if result.metrics.get(key) is not None:
+            _write(f"  {key}: {result.metrics[key]:.4g}")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from cloneus.training.evaluate import evaluate_checkpoint, format_report
+
+    report = evaluate_checkpoint(
+        Path(args.checkpoint),
+        base=args.base,
+        chatlog=args.data,
+        max_conversations=args.max_conversations,
+        max_turns=args.max_turns,
+        samples=args.samples,
+        device=args.device,
+    )
+    _write(format_report(report))
+    _write(f"written to {Path(args.checkpoint) / 'eval.json'}")
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from cloneus.training.demo import run_demo
+
+    return run_demo(steps=args.steps, turns=args.turns, run_name=args.run_name, write=_write)

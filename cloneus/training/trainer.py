@@ -216,8 +216,11 @@ def train(
         alias = resolve_model(cfg.model.model_id).alias
         run = RunDir.for_new_run(cfg, alias, _agree_on_run_name(run_name))
     users = users if users is not None else load_users(cfg, chatlog)
+    # The config written to the run and every checkpoint is fully resolved: it names the chat and the participants.
+    cfg = cfg.model_copy(deep=True)
+    if chatlog is not None:
+        cfg.dataset.chatlog = str(chatlog)
     if cfg.prompt.name_mapping is None:
-        cfg = cfg.model_copy(deep=True)
         cfg.prompt.name_mapping = users.name_mapping(cfg.format.author_tag)
     progress = ProgressLog([run.progress_path] + ([Path(progress_file)] if progress_file else []))
     if state.is_main_process:
@@ -227,7 +230,7 @@ def train(
     try:
         tokenizer = load_tokenizer(cfg.model)
         with state.main_process_first():
-            data = prepare_dataset(cfg, tokenizer, chatlog, users)
+            data = prepare_dataset(cfg, tokenizer, users=users)
         if cfg.training.packing:
             train_set = pack_dataset(data.train, cfg.training.chunk_size)
             eval_set = pack_dataset(data.eval, cfg.training.chunk_size) if data.eval is not None else None
