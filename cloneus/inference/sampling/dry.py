@@ -1,12 +1,14 @@
 """DRY ("Don't Repeat Yourself", p-e-w) as a vectorised logits processor.
 
 webui's reference walks every earlier occurrence of the last token in Python and extends each match backwards,
-which is O(window x match) Python per step. Here all candidate positions move together: step k compares the
-token k places before every candidate with the token k places before the end, for the whole `(B, window)` tensor
-at once. Matches die out after a few steps in real text, so the loop usually stops after 2-3 tensor ops, and it
-never runs more than `MAX_MATCH_TOKENS` times. Semantics match webui's `DRYLogitsProcessor`: the same match
-lengths (capped at 50), the same breakers rule, and a penalty of `multiplier * base ** (length - allowed_length)`
-on the token that followed the longest match.
+which is O(occurrences x match length) Python per step, up to 1,500 x 50 on a repetitive history. Here the
+candidates (earlier occurrences of the last token, found with one tensor comparison) move together: step k
+compares the token k places before every candidate with the token k places before the end, in one gather.
+Matches die out after a few steps in real text, so the loop usually stops after 2-3 steps, and it never runs more
+than `MAX_MATCH_TOKENS` times; only the penalised tokens are touched in the scores.
+
+Semantics match webui's `DRYLogitsProcessor`: the same match lengths (capped at 50), the same breakers rule, and
+a penalty of `multiplier * base ** (length - allowed_length)` on the token that followed the longest match.
 """
 
 from __future__ import annotations
@@ -46,36 +48,43 @@ class DRYPenalty(LogitsProcessor):
         self.breaker_ids = torch.tensor(sorted(set(breaker_ids)), dtype=torch.long)
         self.last_n = last_n
 
-    def match_lengths(self, input_ids: torch.LongTensor) -> torch.LongTensor:
-        """For each position i < T-1: how many tokens ending at i equal the tokens ending at T-1 (0 if none).
+    def matches(self, ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor, torch.LongTensor]:
+        """Every earlier position i whose tokens match the end of its row: `(rows, positions, lengths)`, `(M,)`.
 
-        Position i only counts when the token after it (the one that would be repeated) is not a breaker, and the
-        match never extends over a breaker. Returns `(B, T-1)`.
+        The match length counts tokens ending at i that equal the tokens ending at T-1, never extending over a
+        breaker. Position i only counts when the token after it (the one that would be repeated) is not a breaker.
         """
-        ids = input_ids  # (B, T)
         length = ids.shape[1]
         breaker = torch.isin(ids, self.breaker_ids.to(ids.device))  # (B, T)
-        alive = (ids[:, :-1] == ids[:, -1:]) & ~breaker[:, 1:] & ~breaker[:, -1:]  # (B, T-1)
-        lengths = alive.long()
-        for k in range(1, min(MAX_MATCH_TOKENS, length - 1)):
+        starts = (ids[:, :-1] == ids[:, -1:]) & ~breaker[:, 1:] & ~breaker[:, -1:]  # (B, T-1)
+        rows, positions = starts.nonzero(as_tuple=True)  # (M,) each: usually a handful of candidates
+        lengths = torch.ones_like(positions)
+        alive = torch.ones_like(positions, dtype=torch.bool)
+        k = 1
+        while k < min(MAX_MATCH_TOKENS, length - 1) and bool(alive.any()):
             # Candidate i extends when ids[i-k] == ids[T-1-k] (needs i >= k) and ids[T-1-k] is no breaker.
-            previous = ids[:, length - 1 - k : length - k]  # (B, 1)
-            extends = torch.zeros_like(alive)
-            extends[:, k:] = ids[:, : length - 1 - k] == previous
-            alive &= extends & ~breaker[:, length - 1 - k : length - k]
-            if not alive.any():
-                break
+            tail = length - 1 - k
+            earlier = ids[rows, (positions - k).clamp_min(0)]
+            alive &= (positions >= k) & (earlier == ids[rows, tail]) & ~breaker[rows, tail]
             lengths += alive
-        return lengths
+            k += 1
+        return rows, positions, lengths
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids = recent_tokens(input_ids, self.last_n)
         if ids.shape[1] < 2:
             return scores
-        lengths = self.match_lengths(ids)  # (B, T-1)
-        exponent = (lengths - self.allowed_length).to(scores.dtype)
-        penalty = self.multiplier * torch.pow(self.base, exponent)  # (B, T-1)
-        penalty = torch.where(lengths >= self.allowed_length, penalty, torch.zeros_like(penalty))
-        # base >= 1, so the longest match of a next token also gives its largest penalty.
-        per_token = torch.zeros_like(scores).scatter_reduce(1, ids[:, 1:], penalty, reduce="amax")  # (B, V)
-        return scores - per_token
+        rows, positions, lengths = self.matches(ids)
+        hit = lengths >= self.allowed_length
+        if not bool(hit.any()):
+            return scores
+        rows, lengths = rows[hit], lengths[hit]
+        tokens = ids[rows, positions[hit] + 1]
+        penalty = self.multiplier * torch.pow(self.base, (lengths - self.allowed_length).to(scores.dtype))
+        # Several matches can precede the same token; the longest counts (base >= 1, so the largest penalty).
+        keys, slot = torch.unique(rows * scores.shape[-1] + tokens, return_inverse=True)
+        worst = torch.zeros(keys.shape, dtype=scores.dtype, device=scores.device)
+        worst = worst.scatter_reduce(0, slot, penalty, reduce="amax")
+        out = scores.clone()
+        out[keys // scores.shape[-1], keys % scores.shape[-1]] -= worst
+        return out

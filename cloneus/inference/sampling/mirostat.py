@@ -45,7 +45,8 @@ class MirostatV2(LogitsProcessor):
         if self.mu is None or input_ids.shape[1] == self.random.prompt_length:
             self.mu = torch.full((scores.shape[0], 1), 2 * self.tau, dtype=torch.float32, device=scores.device)
         probs = scores.float().softmax(-1)  # (B, V)
-        keep = -torch.log2(probs) <= self.mu
+        # Surprise -log2 p <= mu, compared as p >= 2**-mu: log2 of the many zero probabilities is slow on CPU.
+        keep = probs >= torch.exp2(-self.mu)
         keep.scatter_(1, probs.argmax(-1, keepdim=True), True)
         kept = torch.where(keep, probs, torch.zeros_like(probs))
         kept = kept / kept.sum(-1, keepdim=True)

@@ -1,8 +1,8 @@
 """Repetition, presence and frequency penalties over a window of recent tokens (text-generation-webui semantics).
 
 The window is the last `last_n` tokens of `input_ids` (prompt included, as in webui and llama.cpp); `last_n=0`
-means the whole context. Counting is one `scatter_add` over the window, so the cost is O(window + vocab) per step
-and batch rows are handled together.
+means the whole context. Each penalty is one gather/scatter over the window (no per-row loop, no `unique`), so
+batch rows are handled together and the cost is O(window) plus one copy of the scores.
 """
 
 from __future__ import annotations
@@ -14,13 +14,6 @@ from transformers import LogitsProcessor
 def recent_tokens(input_ids: torch.LongTensor, last_n: int) -> torch.LongTensor:
     """The last `last_n` columns of `input_ids` (all of them when `last_n` is 0)."""
     return input_ids if last_n == 0 else input_ids[:, -last_n:]
-
-
-def token_counts(input_ids: torch.LongTensor, scores: torch.FloatTensor, last_n: int) -> torch.FloatTensor:
-    """How often each vocabulary id occurs in the window, per row: `(B, V)` in the dtype of `scores`."""
-    window = recent_tokens(input_ids, last_n)  # (B, W)
-    ones = torch.ones(window.shape, dtype=scores.dtype, device=scores.device)
-    return torch.zeros_like(scores).scatter_add_(1, window, ones)  # (B, V)
 
 
 def _check_window(last_n: int) -> None:
@@ -64,8 +57,9 @@ class PresencePenalty(LogitsProcessor):
         self.last_n = last_n
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        seen = token_counts(input_ids, scores, self.last_n) > 0
-        return scores - self.penalty * seen.to(scores.dtype)
+        window = recent_tokens(input_ids, self.last_n)  # (B, W)
+        # scatter_ writes the same value for repeated ids, so each seen id is penalised once.
+        return scores + torch.zeros_like(scores).scatter_(1, window, -self.penalty)
 
 
 class FrequencyPenalty(LogitsProcessor):
@@ -82,4 +76,6 @@ class FrequencyPenalty(LogitsProcessor):
         self.last_n = last_n
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return scores - self.penalty * token_counts(input_ids, scores, self.last_n)
+        window = recent_tokens(input_ids, self.last_n)  # (B, W)
+        penalties = torch.full(window.shape, -self.penalty, dtype=scores.dtype, device=scores.device)
+        return scores.scatter_add(1, window, penalties)

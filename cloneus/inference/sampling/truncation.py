@@ -6,7 +6,8 @@ llama.cpp for top-n-sigma (population standard deviation over the finite logits)
 Speed: a full sort of a 49k vocabulary costs milliseconds on a CPU, several times the cost of every other step.
 Only top-p, typical-p and TFS need an order; they sort just the finite candidates (`sorted_candidates`), so once
 an earlier sampler (top-k, min-p...) has cut the vocabulary to a few dozen tokens their sort is nearly free.
-The rest are single passes over the vocabulary.
+Top-p also stops early: the nucleus of a language model is almost always inside its 256 most likely tokens, which
+`topk` finds without sorting the rest. The other samplers are single passes over the vocabulary.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from cloneus.inference.sampling.temperature import row_entropy
+
 NEG_INF = float("-inf")
+# Top-p first looks at this many of the most likely tokens; only when they hold less than `p` does it sort all.
+TOP_P_PROBE_TOKENS = 256
+
+
+def kept_count(scores: torch.FloatTensor) -> int:
+    """The largest number of tokens not yet removed (-inf) in any row."""
+    return int((~torch.isneginf(scores)).sum(-1).max())
 
 
 def sorted_candidates(scores: torch.FloatTensor, extra: int = 0) -> tuple[torch.FloatTensor, torch.LongTensor]:
@@ -23,8 +33,7 @@ def sorted_candidates(scores: torch.FloatTensor, extra: int = 0) -> tuple[torch.
     `n` is the largest finite count over the rows (plus `extra`, at most V); rows with fewer finite logits are
     padded with -inf, exactly as a full sort would place them.
     """
-    finite = int(torch.isfinite(scores).sum(-1).max())
-    return torch.topk(scores, min(finite + extra, scores.shape[-1]), dim=-1)
+    return torch.topk(scores, min(kept_count(scores) + extra, scores.shape[-1]), dim=-1)
 
 
 def drop_sorted(
@@ -52,11 +61,11 @@ class TopNSigma(LogitsProcessor):
         self.n = n
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        finite = torch.isfinite(scores)
-        count = finite.sum(-1, keepdim=True).clamp_min(1)
-        zeroed = torch.where(finite, scores, torch.zeros_like(scores))
+        kept = (~torch.isneginf(scores)).to(scores.dtype)  # (B, V)
+        count = kept.sum(-1, keepdim=True).clamp_min(1)
+        zeroed = torch.nan_to_num(scores, neginf=0.0)
         mean = zeroed.sum(-1, keepdim=True) / count
-        variance = torch.where(finite, (scores - mean) ** 2, torch.zeros_like(scores)).sum(-1, keepdim=True) / count
+        variance = ((zeroed - mean) ** 2 * kept).sum(-1, keepdim=True) / count
         cutoff = scores.amax(-1, keepdim=True) - self.n * variance.sqrt()  # (B, 1)
         return scores.masked_fill(scores < cutoff, NEG_INF)
 
@@ -93,12 +102,17 @@ class TopP(LogitsProcessor):
         self.p = p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        values, ids = sorted_candidates(scores)
-        probs = values.float().softmax(-1)
-        mass_above = probs.cumsum(-1) - probs  # (B, n)
+        probs = scores.float().softmax(-1)
+        kept = kept_count(scores)
+        top_probs, ids = torch.topk(probs, min(kept, TOP_P_PROBE_TOKENS), dim=-1)  # (B, n), descending
+        if kept > TOP_P_PROBE_TOKENS and not bool((top_probs.sum(-1) >= self.p).all()):
+            top_probs, ids = torch.topk(probs, kept, dim=-1)
+        mass_above = top_probs.cumsum(-1) - top_probs
         remove = mass_above >= self.p
         remove[:, 0] = False
-        return drop_sorted(scores, values, ids, remove)
+        # Tokens outside the candidates are removed already or have the candidates' mass (>= p) above them.
+        kept_values = scores.gather(-1, ids).masked_fill(remove, NEG_INF)
+        return torch.full_like(scores, NEG_INF).scatter(-1, ids, kept_values)
 
 
 class TypicalP(LogitsProcessor):
@@ -116,10 +130,10 @@ class TypicalP(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         values, ids = sorted_candidates(scores)
         log_probs = values.float().log_softmax(-1)
-        entropy = -(log_probs * log_probs.exp()).nansum(-1, keepdim=True)
+        entropy = row_entropy(values)
         distance = (-log_probs - entropy).abs()  # (B, n); inf for -inf slots
         distance, order = torch.sort(distance, dim=-1)
-        cumulative = log_probs.gather(-1, order).exp().cumsum(-1)
+        cumulative = values.float().softmax(-1).gather(-1, order).cumsum(-1)
         last = (cumulative < self.mass).sum(-1, keepdim=True).clamp(max=distance.shape[-1] - 1)
         remove_in_order = distance > distance.gather(-1, last)
         remove_in_order[:, 0] = False
@@ -157,8 +171,7 @@ class EtaCutoff(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         probs = scores.float().softmax(-1)
-        entropy = torch.special.entr(probs).sum(-1, keepdim=True)
-        cutoff = torch.clamp(self.eta**0.5 * torch.exp(-entropy), max=self.eta)
+        cutoff = torch.clamp(self.eta**0.5 * torch.exp(-row_entropy(scores)), max=self.eta)
         remove = (probs < cutoff) & (scores < scores.amax(-1, keepdim=True))
         return scores.masked_fill(remove, NEG_INF)
 
