@@ -54,6 +54,17 @@ def _open_backend(config: CloneusConfig, tokenizer: PreTrainedTokenizerBase, ada
     return backend
 
 
+def _formatting(config: CloneusConfig, users: UserIndex, tokenizer: PreTrainedTokenizerBase):
+    """The prompt formatter and the stop strings (end of turn, next tag, every special token) for a checkpoint."""
+    from cloneus.data.formatting import ChatFormatter
+    from cloneus.inference.stopping import TextStops
+
+    formatter = ChatFormatter(tokenizer, config.format, config.prompt, users)
+    specials = list(tokenizer.all_special_tokens)
+    specials += [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return formatter, TextStops(formatter.stop_strings() + specials)
+
+
 def _users_from_names(names: Iterable[str]) -> UserIndex:
     """A user index of equally weighted members, for zero-shot use without a trained checkpoint."""
     from cloneus.data.users import User, UserIndex
@@ -91,21 +102,16 @@ class Cloneus:
     ):
         self._backend = backend
         self._device_request = device
-        self._install(config, users, tokenizer, checkpoint, sampling_defaults or read_sampling_defaults(None))
+        defaults = sampling_defaults or read_sampling_defaults(None)
+        self._install(config, users, tokenizer, checkpoint, defaults, _formatting(config, users, tokenizer))
 
-    def _install(self, config, users, tokenizer, checkpoint, sampling_defaults) -> None:
-        from cloneus.data.formatting import ChatFormatter
-        from cloneus.inference.stopping import TextStops
-
+    def _install(self, config, users, tokenizer, checkpoint, sampling_defaults, formatting) -> None:
         self.config = config
         self.users = users
         self.tokenizer = tokenizer
         self.checkpoint = checkpoint
         self.sampling_defaults = sampling_defaults
-        self.formatter = ChatFormatter(tokenizer, config.format, config.prompt, users)
-        specials = list(tokenizer.all_special_tokens)
-        specials += [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
-        self._stops = TextStops(self.formatter.stop_strings() + specials)
+        self.formatter, self._stops = formatting
 
     # ---- construction ---------------------------------------------------------------------------------------
 
@@ -200,7 +206,9 @@ class Cloneus:
 
         A checkpoint of the same base model (same `model` config and vocabulary) only replaces the LoRA adapter;
         anything else unloads the current model first, then loads the new one. The `inference` settings of this
-        process are kept. The prefix cache is emptied either way.
+        process are kept. The prefix cache is emptied either way. Everything that can be checked without the
+        model (config, user index, tokenizer, prompt format) is checked first, and an adapter that fails to load
+        leaves the current one in place, so a bad checkpoint never leaves the clone half-swapped.
         """
         from transformers import AutoTokenizer
 
@@ -208,6 +216,8 @@ class Cloneus:
         info = read_checkpoint(checkpoint_path)
         config = info.config.model_copy(update={"inference": self.config.inference})
         tokenizer = AutoTokenizer.from_pretrained(info.path)
+        formatting = _formatting(config, info.users, tokenizer)
+        defaults = read_sampling_defaults(info.path)
         same_base = (
             self._backend is not None
             and self._backend.name == "local"
@@ -219,7 +229,7 @@ class Cloneus:
         else:
             self.unload()
             self._backend = _open_backend(config, tokenizer, info.path, self._device_request)
-        self._install(config, info.users, tokenizer, info.path, read_sampling_defaults(info.path))
+        self._install(config, info.users, tokenizer, info.path, defaults, formatting)
         seconds = time.perf_counter() - start
         logger.info("swapped to %s in %.2fs (%s)", info.path, seconds, "adapter only" if same_base else "full load")
         return seconds

@@ -122,6 +122,19 @@ class TestLifecycle:
         assert after == fresh
         assert after != before
 
+    def test_failed_swap_keeps_serving_the_old_checkpoint(self, run_dir, tmp_path):
+        import shutil
+
+        broken = shutil.copytree(run_dir / "checkpoint-10", tmp_path / "checkpoint-1")
+        (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+        clo = Cloneus.from_pretrained(run_dir / "checkpoint-5", device="cpu")
+        before = clo.generate(HISTORY, "bob", **GREEDY)
+        with pytest.raises(Exception, match="safetensors|header|deserializ"):
+            clo.swap_checkpoint(broken)
+        assert clo.checkpoint == run_dir / "checkpoint-5"
+        assert list(clo.backend.model.peft_config) == [clo.backend.model.active_adapter]
+        assert clo.generate(HISTORY, "bob", **GREEDY) == before
+
     def test_swap_other_base_reloads(self, run_dir, tmp_path):
         from cloneus.models.tiny import build_tiny_model
 

@@ -69,17 +69,23 @@ class LocalBackend:
         from peft import PeftModel
 
         with self._lock:
-            self.tokenizer = tokenizer
             self._adapter_serial += 1
             name = f"ckpt{self._adapter_serial}"
             if isinstance(self.model, PeftModel):
                 old = self.model.active_adapter
-                self.model.load_adapter(str(path), adapter_name=name)
+                try:
+                    self.model.load_adapter(str(path), adapter_name=name)
+                except BaseException:
+                    # peft injects the new adapter's layers before reading its weights; drop the half-loaded one.
+                    if name in self.model.peft_config:
+                        self.model.delete_adapter(name)
+                    raise
                 self.model.set_adapter(name)
                 self.model.delete_adapter(old)
             else:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
             self.model.eval()
+            self.tokenizer = tokenizer
             self.prefix.clear()
 
     # ---- token plumbing -------------------------------------------------------------------------------------
