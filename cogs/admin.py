@@ -162,7 +162,6 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Export,
         since = parse_date(after) if after else None
         target = channel or interaction.channel
         await interaction.response.defer(thinking=True)
-        await interaction.edit_original_response(content=f"📥 Exporting {target.mention}…")
 
         async def progress(count: int) -> None:
             await interaction.edit_original_response(content=f"📥 Exporting {target.mention}… {count} messages")

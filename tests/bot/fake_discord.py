@@ -170,9 +170,9 @@ class FakeDiscord:
 
     # -- ids, users, state helpers -------------------------------------------------------------------------------
 
-    def snowflake(self) -> int:
-        """A new id whose timestamp part is now, so discord.py's `created_at` is meaningful and ids increase."""
-        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+    def snowflake(self, at: datetime | None = None) -> int:
+        """A new id whose timestamp part is now (or `at`), so discord.py's `created_at` is meaningful."""
+        ms = int((at.timestamp() if at else time.time()) * 1000) - DISCORD_EPOCH_MS
         return (ms << 22) | (next(self._ids) & 0x3FFFFF)
 
     @staticmethod
@@ -286,12 +286,14 @@ class FakeDiscord:
         *,
         extra: dict[str, Any] | None = None,
         dispatch: bool = True,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
-        mid = self.snowflake()
+        mid = self.snowflake(at)
+        stamp = at.isoformat() if at else _now_iso()
         content = body.get("content") or ""
         pings = self._pings(content, body.get("allowed_mentions"), int(author["id"]))
         msg = {"id": str(mid), "channel_id": str(channel_id), "guild_id": str(self.guild_id), "author": author,
-               "content": content, "timestamp": _now_iso(), "edited_timestamp": None, "tts": False,
+               "content": content, "timestamp": stamp, "edited_timestamp": None, "tts": False,
                "mention_everyone": pings["everyone"], "mentions": [self.members[u]["user"] for u in pings["users"]
                                                                    if u in self.members],
                "mention_roles": [str(r) for r in pings["roles"]], "attachments": list(attachments),
