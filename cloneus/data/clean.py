@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from cloneus.config import CleaningConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 logger = logging.getLogger(__name__)
@@ -72,10 +73,15 @@ def _sort_by_time(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _name_maps(frame: pd.DataFrame, attrs: dict) -> tuple[dict[str, str], dict[str, str]]:
-    """Who and which channel an id names: the frame's own authors first, then what the reader knew."""
+    """Who and which channel an id names: the frame's own authors (latest name) first, then what the reader knew."""
+    import numpy as np
+    import pandas as pd
+
     users = {str(k): str(v) for k, v in attrs.get("user_names", {}).items() if v}
-    latest = frame.drop_duplicates("author_id", keep="last")
-    users.update(zip(latest["author_id"].astype(str), latest["author"].astype(str), strict=True))
+    codes, ids = pd.factorize(frame["author_id"])
+    last = np.zeros(len(ids), dtype=np.int64)
+    last[codes] = np.arange(len(codes))
+    users.update(zip(map(str, ids), map(str, frame["author"].iloc[last]), strict=True))
     channels = {str(k): str(v) for k, v in attrs.get("channels", {}).items() if v}
     return users, channels
 
@@ -92,65 +98,117 @@ def _resolve_markup(texts: pd.Series, users: dict[str, str], channels: dict[str,
 
 
 def _rewrite_text(frame: pd.DataFrame, cleaning: CleaningConfig, attrs: dict) -> tuple[pd.Series, pd.Series]:
-    """The cleaned text column, and which rows held only CDN links."""
+    """The cleaned text column, and which rows held only CDN links.
+
+    One regex pass finds the few rows any rewrite can touch (a `<`, a newline or a Discord link); the rules then
+    run on those rows only.
+    """
     import pandas as pd
 
     text = frame["text"]
     cdn_only = pd.Series(False, index=text.index)
+    special = text.str.contains(r"[<\n]|discordapp\.", regex=True)
+    if not special.any():
+        return text.str.strip(), cdn_only
+    sub = text[special]
     if cleaning.strip_cdn_attachments:
-        has_cdn = text.str.contains("discordapp.", regex=False)
+        has_cdn = sub.str.contains("discordapp.", regex=False)
         if has_cdn.any():
-            stripped = text[has_cdn].str.replace(CDN_LINK, "", regex=True)
-            cdn_only = has_cdn & (stripped.reindex(text.index).str.strip() == "")
-            text = text.mask(has_cdn, stripped)
+            stripped = sub[has_cdn].str.replace(CDN_LINK, "", regex=True)
+            cdn_only[stripped.index[stripped.str.strip() == ""]] = True
+            sub = sub.mask(has_cdn, stripped)
     if cleaning.resolve_mentions:
-        has_markup = text.str.contains("<", regex=False)
+        has_markup = sub.str.contains("<", regex=False)
         if has_markup.any():
             users, channels = _name_maps(frame, attrs)
-            text = text.mask(has_markup, _resolve_markup(text[has_markup], users, channels))
+            sub = sub.mask(has_markup, _resolve_markup(sub[has_markup], users, channels))
     if cleaning.collapse_blank_lines:
-        multiline = text.str.contains("\n", regex=False)
-        if multiline.any():
-            text = text.mask(multiline, text[multiline].str.replace(BLANK_LINE_RUN, "\n\n", regex=True))
+        sub = sub.str.replace(BLANK_LINE_RUN, "\n\n", regex=True)
+    text = text.copy()
+    text[special] = sub
     return text.str.strip(), cdn_only
 
 
-def _merge_bursts(frame: pd.DataFrame, window_minutes: float) -> pd.DataFrame:
-    """Fold each run of one author's messages, with gaps <= the window, into its first message.
-
-    Without timestamps (all NaT) consecutive messages of one author always merge.
-    """
+def _latest_names(frame: pd.DataFrame, codes: np.ndarray) -> pd.Series:
+    """The author column with each id's most recent display name (the frame is sorted by time)."""
     import numpy as np
     import pandas as pd
 
-    gap = frame["timestamp"].diff()
-    close = gap.le(pd.Timedelta(minutes=window_minutes)) | gap.isna()
-    follows = frame["author_id"].eq(frame["author_id"].shift()) & close
+    name_codes, _ = pd.factorize(frame["author"])
+    if len(np.unique((codes.astype(np.int64) << 32) | name_codes)) == codes.max() + 1:
+        return frame["author"]  # every id already has a single name
+    last = np.zeros(codes.max() + 1, dtype=np.int64)
+    last[codes] = np.arange(len(codes))  # numpy keeps the last write: each id's latest row
+    return frame["author"].iloc[last[codes]].set_axis(frame.index)
+
+
+def _removed_rows(frame: pd.DataFrame, cleaning: CleaningConfig, attrs: dict, dropped: dict[str, int]) -> np.ndarray:
+    """Rewrite `frame["text"]` in place and mark the rows to drop, counting each under the first rule hitting it.
+
+    Rules look at the whole frame and the frame is filtered once, by the caller: every filter of a million rows
+    copies each string column.
+    """
+    import numpy as np
+
+    removed = np.zeros(len(frame), dtype=bool)
+
+    def mark(mask: pd.Series, reason: str) -> None:
+        new = mask.to_numpy(dtype=bool, na_value=False) & ~removed
+        dropped[reason] = dropped.get(reason, 0) + int(new.sum())
+        removed[new] = True
+
+    if cleaning.drop_bots and "is_bot" in frame.columns:
+        mark(frame["is_bot"].fillna(False).astype(bool), "bot")
+    if cleaning.command_prefixes:
+        prefixes = "|".join(re.escape(p) for p in cleaning.command_prefixes)
+        # The appended space stands in for end-of-text: `$` and `\s` would push pandas off pyarrow onto Python re.
+        command = (frame["text"] + " ").str.contains(rf"^[ \t]*(?:{prefixes})[A-Za-z0-9_][A-Za-z0-9_-]*[ \t\r\n]")
+        mark(command, "command")
+    frame["text"], cdn_only = _rewrite_text(frame, cleaning, attrs)
+    if cleaning.drop_empty:
+        mark(cdn_only, "attachment_only")
+        mark(frame["text"] == "", "empty")
+    return removed
+
+
+def _merge_bursts(frame: pd.DataFrame, alive: np.ndarray, codes: np.ndarray, window_minutes: float) -> pd.DataFrame:
+    """The rows at positions `alive`, each run of one author's messages (gaps <= the window) folded into its first.
+
+    Works on positions and numpy arrays, so the string columns are copied once, by the final `take`.
+    Without timestamps (all NaT) consecutive messages of one author always merge.
+    """
+    import numpy as np
+
+    stamps = frame["timestamp"].to_numpy(dtype="datetime64[ns]")[alive]
+    authors = codes[alive]
+    gap = np.diff(stamps)
+    follows = np.r_[
+        False,
+        (authors[1:] == authors[:-1]) & ((gap <= np.timedelta64(int(window_minutes * 60e9), "ns")) | np.isnat(gap)),
+    ]
+    keep = ~follows
+    result = frame.take(alive[keep])
     if not follows.any():
-        return frame
-    group = (~follows).cumsum().to_numpy()
-    keep = ~follows.to_numpy()
+        return result
+    group = np.cumsum(keep)  # group g (numbered from 1) is the g-th kept row
     in_burst = ~(keep & np.r_[keep[1:], True])  # every row except bursts of one
     # Bursts are contiguous runs, so slicing a list beats groupby.agg, which builds a Series per group.
-    texts = frame["text"][in_burst].tolist()
+    texts = frame["text"].take(alive[in_burst]).tolist()
     ids = group[in_burst]
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     ends = np.r_[starts[1:], len(ids)]
-    firsts = frame[keep].copy()
-    # Group g (numbered from 1) is the g-th kept row.
-    labels = firsts.index[ids[starts] - 1]
-    merged = firsts["text"].copy()
-    merged.loc[labels] = ["\n".join(texts[a:b]) for a, b in zip(starts, ends, strict=True)]
-    firsts["text"] = merged
-    if firsts["reply_to"].notna().any():
+    merged = result["text"].copy()
+    merged.iloc[ids[starts] - 1] = ["\n".join(texts[a:b]) for a, b in zip(starts, ends, strict=True)]
+    result["text"] = merged
+    if result["reply_to"].notna().any():
         # A reply to a message that was folded into a burst now points at the burst.
-        message_ids = frame["message_id"].to_numpy()
-        folded = dict(zip(message_ids[~keep], message_ids[keep][group[~keep] - 1], strict=True))
-        replies = firsts["reply_to"].copy()
+        message_ids = frame["message_id"].to_numpy()[alive]
+        folded = dict(zip(message_ids[follows], message_ids[keep][group[follows] - 1], strict=True))
+        replies = result["reply_to"].copy()
         remap = replies.isin(folded.keys())
         replies[remap] = replies[remap].map(folded)
-        firsts["reply_to"] = replies
-    return firsts
+        result["reply_to"] = replies
+    return result
 
 
 def clean_messages(
@@ -178,40 +236,16 @@ def clean_messages(
     out["text"] = out["text"].fillna("").astype("str")
     out["timestamp"] = _to_utc(out["timestamp"])
     out["reply_to"] = out["reply_to"].astype(object).where(out["reply_to"].notna(), None)
-    out = _sort_by_time(out)
+    out = _sort_by_time(out).reset_index(drop=True)
+    codes, _ = pd.factorize(out["author_id"])
     if cleaning.unify_author_names and len(out):
-        codes, _ = pd.factorize(out["author_id"])
-        last = np.zeros(codes.max() + 1, dtype=np.int64)
-        last[codes] = np.arange(len(codes))  # numpy keeps the last write: each id's latest row
-        out["author"] = out["author"].iloc[last[codes]].set_axis(out.index)
-
-    # Each rule marks rows on the whole frame; a row counts under the first rule that removes it.
-    removed = np.zeros(len(out), dtype=bool)
-
-    def mark(mask: pd.Series, reason: str) -> None:
-        nonlocal removed
-        new = mask.to_numpy(dtype=bool, na_value=False) & ~removed
-        dropped[reason] = dropped.get(reason, 0) + int(new.sum())
-        removed |= new
-
-    if cleaning.drop_bots and "is_bot" in out.columns:
-        mark(out["is_bot"].fillna(False).astype(bool), "bot")
-    if cleaning.command_prefixes:
-        prefixes = "|".join(re.escape(p) for p in cleaning.command_prefixes)
-        # The appended space stands in for end-of-text: `$` and `\s` would push pandas off pyarrow onto Python re.
-        command = (out["text"] + " ").str.contains(rf"^[ \t]*(?:{prefixes})[A-Za-z0-9_][A-Za-z0-9_-]*[ \t\r\n]")
-        mark(command, "command")
-    text, cdn_only = _rewrite_text(out, cleaning, attrs)
-    out["text"] = text
-    if cleaning.drop_empty:
-        mark(cdn_only, "attachment_only")
-        mark(out["text"] == "", "empty")
-    if removed.any():
-        out = out[~removed]
-    before = len(out)
-    if merge_window_minutes > 0 and len(out):
-        out = _merge_bursts(out, merge_window_minutes)
-    dropped["merged"] = dropped.get("merged", 0) + before - len(out)
+        out["author"] = _latest_names(out, codes)
+    alive = np.flatnonzero(~_removed_rows(out, cleaning, attrs, dropped))
+    if merge_window_minutes > 0 and len(alive):
+        out = _merge_bursts(out, alive, codes, merge_window_minutes)
+    else:
+        out = out.take(alive)
+    dropped["merged"] = dropped.get("merged", 0) + len(alive) - len(out)
     out = out.reset_index(drop=True)
     out.attrs = {**attrs, "dropped": dropped}
     return CleanResult(frame=out, dropped=dropped)
