@@ -38,6 +38,7 @@ from typing import Any
 
 import discord
 import pytest
+import yaml
 import yarl
 
 from bot.client import EXTENSIONS
@@ -79,7 +80,7 @@ def write_tiny_checkpoint(tiny_model_dir: Path, out: Path, authors: tuple[str, .
     peft_model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
     config = config_from_dict({"model": {"model_id": str(tiny_model_dir)}})
-    atomic_write_text(out / "cloneus_config.yaml", json.dumps(config.model_dump(mode="json"), indent=2))
+    atomic_write_text(out / "cloneus_config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     users = [
         User(
             id=str(i + 1),
