@@ -89,7 +89,7 @@ def training_arguments(cfg: CloneusConfig, output_dir: Path, *, has_eval: bool) 
         warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         seed=t.seed,
         data_seed=t.seed,
         bf16=use_bf16(t.precision),
