@@ -78,7 +78,8 @@ def _index_build(args: argparse.Namespace) -> int:
         min_share = existing.min_share
     frame = read_chat(args.file, chat=args.chat)
     # Counts are of cleaned messages before burst merging: a user's share should not depend on typing style.
-    result = clean_messages(frame, cleaning, merge_window_minutes=0)
+    # Bots stay in, so the index lists them (flagged) instead of silently missing them.
+    result = clean_messages(frame, cleaning.model_copy(update={"drop_bots": False}), merge_window_minutes=0)
     index = UserIndex.build(result.frame, min_share, existing=existing, exclude=args.exclude, bots=args.bot)
     index.save(output)
     print_users(index)

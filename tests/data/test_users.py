@@ -181,6 +181,8 @@ class TestCli:
         out = capsys.readouterr().out
         assert "GUILDS_ID=900000000000000001" in out and "CHANNEL_ID=900000000000000010" in out
         assert "Mira" in out and "context (below 30.00%)" in out
+        dicebot = next(line for line in out.splitlines() if line.startswith("Dicebot"))
+        assert dicebot.endswith(" bot")  # bots are listed, flagged
         index = UserIndex.load(tmp_path / "config/users.json")
         assert [u.display_name for u in index.trainable()] == ["Quill"]
 
