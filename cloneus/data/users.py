@@ -94,9 +94,8 @@ class UserIndex(BaseModel):
             index = cls.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(_describe_errors(path, raw, e)) from None
-        stale = [
-            u.display_name for u, r in zip(index.users, raw["users"], strict=True) if r.get("included") != u.included
-        ]
+        pairs = zip(index.users, raw.get("users", []), strict=True)
+        stale = [u.display_name for u, entry in pairs if entry.get("included", u.included) != u.included]
         if stale:
             logger.warning(
                 "%s: 'included' is derived and was recomputed for %s; edit excluded/opted_out/min_share instead",
