@@ -236,6 +236,7 @@ def main() -> int:
         "chat history as is": real,
         "ends repeating a 60-token span": torch.cat([real[:, :-60], real[:, 400:460]], dim=1),
         "a 10-token phrase x150": phrase.repeat(1, real.shape[1] // 10),
+        "one token x1500 (worst case)": phrase[:, :1].repeat(1, real.shape[1]),
     }
     print(f"\nDRY over {real.shape[1]} tokens (dry_range 0): webui's per-match Python loop vs ours")
     print(f"{'history':32} {'webui ms':>9} {'ours ms':>9} {'ours/webui':>11}")

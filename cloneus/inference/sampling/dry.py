@@ -1,11 +1,10 @@
 """DRY ("Don't Repeat Yourself", p-e-w) as a vectorised logits processor.
 
 webui's reference walks every earlier occurrence of the last token in Python and extends each match backwards,
-which is O(occurrences x match length) Python per step, up to 1,500 x 50 on a repetitive history. Here the
-candidates (earlier occurrences of the last token, found with one tensor comparison) move together: step k
-compares the token k places before every candidate with the token k places before the end, in one gather.
-Matches die out after a few steps in real text, so the loop usually stops after 2-3 steps, and it never runs more
-than `MAX_MATCH_TOKENS` times; only the penalised tokens are touched in the scores.
+which is O(occurrences x match length) Python per step, up to 1,500 x 50 on a repetitive history. Here one
+tensor comparison finds the candidates (earlier occurrences of the last token), an `unfold` view lines up the 50
+tokens ending at each candidate with the 50 ending the history, and a cumulative product counts how far each
+match reaches: a fixed dozen tensor ops per step, whatever the history. Only penalised tokens are touched.
 
 Semantics match webui's `DRYLogitsProcessor`: the same match lengths (capped at 50), the same breakers rule, and
 a penalty of `multiplier * base ** (length - allowed_length)` on the token that followed the longest match.
@@ -57,18 +56,16 @@ class DRYPenalty(LogitsProcessor):
         length = ids.shape[1]
         breaker = torch.isin(ids, self.breaker_ids.to(ids.device))  # (B, T)
         starts = (ids[:, :-1] == ids[:, -1:]) & ~breaker[:, 1:] & ~breaker[:, -1:]  # (B, T-1)
-        rows, positions = starts.nonzero(as_tuple=True)  # (M,) each: usually a handful of candidates
-        lengths = torch.ones_like(positions)
-        alive = torch.ones_like(positions, dtype=torch.bool)
-        k = 1
-        while k < min(MAX_MATCH_TOKENS, length - 1) and bool(alive.any()):
-            # Candidate i extends when ids[i-k] == ids[T-1-k] (needs i >= k) and ids[T-1-k] is no breaker.
-            tail = length - 1 - k
-            earlier = ids[rows, (positions - k).clamp_min(0)]
-            alive &= (positions >= k) & (earlier == ids[rows, tail]) & ~breaker[rows, tail]
-            lengths += alive
-            k += 1
-        return rows, positions, lengths
+        rows, positions = starts.nonzero(as_tuple=True)  # (M,) each
+        # Line up the K tokens ending at each candidate with the K tokens ending at T-1 (the last column is the
+        # candidate itself). Left padding with -1, which equals no token, ends matches at the start of the window.
+        window = min(MAX_MATCH_TOKENS, length - 1)
+        padded = torch.nn.functional.pad(ids, (window - 1, 0), value=-1)
+        ending_at = padded.unfold(1, window, 1)  # (B, T, K) view: ending_at[:, i] = ids[i-K+1 .. i]
+        extends = ending_at[rows, positions] == ending_at[rows, length - 1]  # (M, K)
+        extends &= ~breaker[rows, length - window :]  # a match never extends over a breaker at the end
+        # Match length = number of trues counted back from the candidate until the first false.
+        return rows, positions, extends.flip(-1).long().cumprod(-1).sum(-1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids = recent_tokens(input_ids, self.last_n)
