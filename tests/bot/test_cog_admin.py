@@ -209,7 +209,7 @@ class TestTraining:
             assert switch.text.startswith("Switched to `fresh`")
             speak = await drv.slash("clone speak", author="alice", max_new_tokens=3)
             await speak.answered()
-            assert speak.text.startswith("**[alice]**")
+            assert speak.text.startswith("**[Alice]**")  # display names come from the export
 
     async def test_restart_finds_the_running_job_and_cancel_stops_it(self, start_bot, training_settings):
         async with start_bot(training_settings) as drv:
