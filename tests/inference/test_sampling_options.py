@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -121,3 +122,10 @@ def test_import_does_not_load_torch():
     code = "import sys, cloneus.inference.sampling; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_docs_cover_every_option_and_sampler():
+    docs = (Path(__file__).resolve().parents[2] / "docs/sampling.md").read_text()
+    missing = [name for name in SamplingOptions.model_fields if f"`{name}`" not in docs]
+    missing += [name for name in DEFAULT_SAMPLER_PRIORITY if name not in docs]
+    assert not missing
