@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,8 +188,9 @@ def _build_chunks(
     path: Path,
 ) -> list[Chunks]:
     """Tokenize and cut each split's sessions (all cutoffs together; identical chunks are kept once)."""
-    from cloneus.data.chunks import MessageTokens, tokenize_flat, tokenize_sessions, turns_are_separable
+    from cloneus.data.chunks import tokenize_sessions
     from cloneus.data.sessions import split_long
+    from cloneus.data.turn_tokens import MessageTokens, tokenize_flat, turns_are_separable
 
     authors = frame["author"].tolist()
     texts = frame["text"].tolist()
@@ -261,6 +263,44 @@ def _count_tokens(chunks: Chunks) -> dict[str, int]:
     return {"total": int(len(chunks.ids)), "labelled": int((chunks.labels != -100).sum())}
 
 
+class _Timer:
+    """Seconds spent per pipeline stage, reported in `stats["seconds"]` (the data benchmark reads them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+def _filter_messages(
+    frame: pd.DataFrame, cfg: CloneusConfig, users: UserIndex, tokenizer: Any, links: Any, dropped: dict[str, int]
+) -> pd.DataFrame:
+    """Steps after cleaning that depend on the user index, the tokenizer and YouTube."""
+    frame = _drop_unwanted_users(frame, users, dropped)
+    frame["text"] = _strip_control_tokens(frame["text"], tokenizer, dropped)
+    if links is not None:
+        frame["text"] = _encode_youtube(frame["text"], links)
+    return _tag_context_authors(frame, users, cfg.dataset.other_tag)
+
+
+def _group_sessions(gaps: np.ndarray | None, n: int, cfg: CloneusConfig) -> tuple[int, dict, dict]:
+    """The eval split index and, per cutoff, the train and eval sessions."""
+    from cloneus.data.sessions import eval_split_index, session_ranges
+
+    hours = cfg.dataset.hours_between_sessions
+    cutoffs = sorted(set(hours if isinstance(hours, list) else [hours]))
+    min_len = cfg.dataset.min_session_length
+    # The split is taken on the coarsest grouping; each part is then grouped on its own, so no session crosses it.
+    split = eval_split_index(session_ranges(gaps, 0, n, cutoffs[-1], min_len), cfg.dataset.eval_frac)
+    train = {h: session_ranges(gaps, 0, split, h, min_len) for h in cutoffs}
+    held_out = {h: session_ranges(gaps, split, n, h, min_len) for h in cutoffs}
+    return split, train, held_out
+
+
 def prepare_dataset(
     cfg: CloneusConfig,
     tokenizer: Any,
@@ -284,7 +324,7 @@ def prepare_dataset(
     from cloneus.data.clean import clean_messages
     from cloneus.data.formatting import ChatFormatter
     from cloneus.data.readers import read_chat
-    from cloneus.data.sessions import eval_split_index, session_ranges, silence_hours
+    from cloneus.data.sessions import silence_hours
     from cloneus.plugins.youtube import YouTubeLinks
 
     source = chatlog or cfg.dataset.chatlog
@@ -293,11 +333,14 @@ def prepare_dataset(
     path = Path(source)
     if not path.is_file():
         raise CloneusError(f"{path}: chat export not found")
-    cleaned = []
+    timer, cleaned = _Timer(), []
 
     def load_clean():
         if not cleaned:
-            cleaned.append(clean_messages(read_chat(path), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes))
+            raw = read_chat(path)
+            timer.lap("read")
+            cleaned.append(clean_messages(raw, cfg.dataset.cleaning, cfg.dataset.merge_window_minutes))
+            timer.lap("clean")
         return cleaned[0]
 
     users = users if users is not None else _load_users(cfg, lambda: load_clean().frame)
@@ -309,52 +352,47 @@ def prepare_dataset(
         if links is not None:
             links.close()
         return _load(entry, formatter.tokens_added)
+    timer.lap("users")
 
     result = load_clean()
     dropped = dict(result.dropped)
-    frame = _drop_unwanted_users(result.frame, users, dropped)
-    frame["text"] = _strip_control_tokens(frame["text"], tokenizer, dropped)
-    if links is not None:
-        frame["text"] = _encode_youtube(frame["text"], links)
-    frame = _tag_context_authors(frame, users, cfg.dataset.other_tag)
+    frame = _filter_messages(result.frame, cfg, users, tokenizer, links, dropped)
     if frame.empty:
         raise DataFormatError(path, f"no messages left after cleaning (dropped: {dropped})")
-
+    timer.lap("filter")
     gaps = silence_hours(frame["timestamp"])
     if gaps is None:
         logger.info("the chat has no timestamps: conversations are cut by token budget only")
-    hours = cfg.dataset.hours_between_sessions
-    cutoffs = sorted(set(hours if isinstance(hours, list) else [hours]))
-    n, min_len = len(frame), cfg.dataset.min_session_length
-    split = eval_split_index(session_ranges(gaps, 0, n, cutoffs[-1], min_len), cfg.dataset.eval_frac)
-    train_groups = {h: session_ranges(gaps, 0, split, h, min_len) for h in cutoffs}
-    eval_groups = {h: session_ranges(gaps, split, n, h, min_len) for h in cutoffs}
+    split, train_groups, eval_groups = _group_sessions(gaps, len(frame), cfg)
     splits = [sorted({s for g in groups.values() for s in g}) for groups in (train_groups, eval_groups)]
+    timer.lap("sessions")
     train_chunks, eval_chunks = _build_chunks(formatter, frame, gaps, splits, cfg, path)
+    timer.lap("format_tokenize")
 
     authors, texts = frame["author"].tolist(), frame["text"].tolist()
-    conversations = [list(zip(authors[a:b], texts[a:b], strict=True)) for a, b in eval_chunks.ranges]
     stats = {
         "chat": str(path),
-        "messages_kept": n,
+        "messages_kept": len(frame),
         "dropped": dropped,
         "users": {"in_index": len(users.users), "trainable": len(users.trainable()), "in_chat": len(set(authors))},
         "timestamps": gaps is not None,
-        "sessions": {f"{h:g}h": {"train": len(train_groups[h]), "eval": len(eval_groups[h])} for h in cutoffs},
+        "sessions": {f"{h:g}h": {"train": len(train_groups[h]), "eval": len(eval_groups[h])} for h in train_groups},
         "chunks": {"train": len(train_chunks.ranges), "eval": len(eval_chunks.ranges)},
         "truncated_messages": train_chunks.truncated + eval_chunks.truncated,
         "tokens": {"train": _count_tokens(train_chunks), "eval": _count_tokens(eval_chunks)},
-        "eval_messages": n - split,
+        "eval_messages": len(frame) - split,
         "cached": False,
+        "seconds": timer.seconds,
     }
     prepared = PreparedData(
         train=_to_dataset(train_chunks),
         eval=_to_dataset(eval_chunks) if eval_chunks.ranges else None,
-        eval_conversations=conversations,
+        eval_conversations=[list(zip(authors[a:b], texts[a:b], strict=True)) for a, b in eval_chunks.ranges],
         stats=stats,
         tokens_added=formatter.tokens_added,
         cache_path=entry,
     )
     entry.parent.mkdir(parents=True, exist_ok=True)
     _save(entry, prepared)
+    timer.lap("save")
     return prepared

@@ -29,7 +29,7 @@ from cloneus.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloneus.config import FormatConfig, PromptConfig
-    from cloneus.data.users import UserIndex
+    from cloneus.data.users import User, UserIndex
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class ChatFormatter:
         self.tokens_added = resolve_chat_template(tokenizer, fmt.custom_chat_template)
         self._system = self._format_system_prompt()
         self._tags: dict[str, str] = {}
+        self._by_name: dict[str, User] | None = None
         self._sep = fmt.tag_sep or ""
         self._sys_msgs: list[dict[str, str]] = []
         if fmt.tag_placement == "tag_only":
@@ -187,21 +188,34 @@ class ChatFormatter:
         """The system prompt with `{name_mapping}` filled in, or None when `prompt.template` is None."""
         return self._system
 
+    def _user(self, author: str) -> User | None:
+        """`UserIndex.get` through a dict: a chat can have tens of thousands of authors, and `get` scans the list."""
+        if self._by_name is None:
+            self._by_name = {}
+            for user in reversed(self.users.users):  # reversed, so the first user wins a shared name, as in `get`
+                self._by_name[user.display_name.casefold()] = user
+                self._by_name[user.username.casefold()] = user
+            self._by_name.update({user.id: user for user in self.users.users})
+        return self._by_name.get(author) or self._by_name.get(author.casefold())
+
     def author_tag(self, author: str) -> str:
-        """`format.author_tag` filled with the name, first name (falls back to the name) and lower-case name."""
+        """`format.author_tag` filled with the name, first name (falls back to the name) and lower-case name.
+
+        The fields are `UserIndex.tag_fields`'s: an author unknown to the index formats as itself.
+        """
         tag = self._tags.get(author)
         if tag is None:
-            user = self.users.get(author)
-            fields = self.users.tag_fields(author) if user is not None else {}
-            fields = {"author": author, "fname": author, "lauthor": author.lower(), **fields}
-            tag = self._tags[author] = self.fmt.author_tag.format(**fields)
+            user = self._user(author)
+            display = user.display_name if user else author
+            first = user.first_name if user and user.first_name else display
+            tag = self._tags[author] = self.fmt.author_tag.format(author=display, fname=first, lauthor=display.lower())
         return tag
 
     def is_labelled(self, author: str) -> bool:
         """Whether `author`'s messages get loss: a trainable user of the index who is not in `masked_authors`."""
         if author.casefold() in self.masked_authors:
             return False
-        user = self.users.get(author)
+        user = self._user(author)
         return user is not None and user.included
 
     # ---- layout derivation --------------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ from transformers import AutoTokenizer
 
 from cloneus.cli import main as cli_main
 from cloneus.config import config_from_dict
-from cloneus.data.chunks import IGNORE_INDEX, MessageTokens, tokenize_sessions, turns_are_separable
+from cloneus.data.chunks import IGNORE_INDEX, tokenize_sessions
 from cloneus.data.dataset import prepare_dataset
 from cloneus.data.formatting import ChatFormatter
 from cloneus.data.sessions import session_ranges, silence_hours, split_long
+from cloneus.data.turn_tokens import MessageTokens, turns_are_separable
 from cloneus.data.users import User, UserIndex
 from cloneus.errors import ConfigError, DataFormatError
 
@@ -289,6 +290,22 @@ class TestChunkInvariants:
         np.testing.assert_array_equal(fast.ids, slow.ids)
         np.testing.assert_array_equal(fast.labels, slow.labels)
         assert (fast.labels == IGNORE_INDEX).any() and (fast.labels != IGNORE_INDEX).any()
+
+
+class TestMessageTokens:
+    TRICKY = ["hi", " leading space", "\n\nnewlines first", "'s contraction", "42 is it", "🙂 emoji", "", "tab\tx"]
+
+    def test_assembled_turns_equal_whole_turn_tokenization(self, tokenizer):
+        cfg = config_from_dict({"model": {"model_id": "x"}})
+        fmt = ChatFormatter(tokenizer, cfg.format, cfg.prompt, _users())
+        authors = [AUTHORS[i % 4] for i in range(len(self.TRICKY))]
+        tokens = MessageTokens.build(fmt, authors, self.TRICKY)
+        assert tokens.composed > 0
+        starts = np.concatenate([[0], np.cumsum(tokens.counts)])
+        for i, (author, text) in enumerate(zip(authors, self.TRICKY, strict=True)):
+            opening, closing = fmt.wrap(0, author)
+            expected = tokenizer(opening + text + closing, add_special_tokens=False).input_ids
+            assert tokens.ids[starts[i] : starts[i + 1]].tolist() == expected, text
 
 
 class TestPrepareCli:

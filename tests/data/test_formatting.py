@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from transformers import AutoTokenizer
 
 from cloneus.config import FormatConfig, PromptConfig
 from cloneus.data.formatting import ChatFormatter
+from cloneus.data.users import User, UserIndex
 from cloneus.errors import ConfigError
 
 SMOLLM2_TEMPLATE = (
@@ -29,42 +28,14 @@ NO_SYSTEM_TEMPLATE = (
 CONVERSATION = [("Alice", "hi all"), ("Bob", "yo"), ("Carl", "hey there"), ("Alice", "two\nlines")]
 
 
-@dataclass
-class FakeUser:
-    username: str
-    display_name: str
-    first_name: str | None
-    included: bool = True
-
-
-class FakeUsers:
-    """The slice of `UserIndex` (contract 3) that ChatFormatter reads, so these tests don't depend on its storage."""
-
-    def __init__(self, users: list[FakeUser]):
-        self.users = users
-
-    def get(self, name: str) -> FakeUser | None:
-        key = name.casefold()
-        return next((u for u in self.users if key in (u.username.casefold(), u.display_name.casefold())), None)
-
-    def trainable(self) -> list[FakeUser]:
-        return [u for u in self.users if u.included]
-
-    def tag_fields(self, name: str) -> dict[str, str]:
-        user = self.get(name)
-        return {
-            "author": user.display_name,
-            "fname": user.first_name or user.display_name,
-            "lauthor": user.display_name.lower(),
-        }
-
-    def name_mapping(self, author_tag: str) -> str:
-        return ", ".join(author_tag.format(**self.tag_fields(u.display_name)) for u in self.trainable())
-
-
-def make_users() -> FakeUsers:
-    return FakeUsers(
-        [FakeUser("alice", "Alice", "Al"), FakeUser("bob", "Bob", None), FakeUser("carl", "Carl", None, False)]
+def make_users() -> UserIndex:
+    """Alice and Bob are trained; Carl is below min_share, so his messages are context only."""
+    return UserIndex(
+        users=[
+            User(id="1", username="alice", display_name="Alice", first_name="Al", message_count=50, share=0.5),
+            User(id="2", username="bob", display_name="Bob", message_count=49, share=0.49),
+            User(id="3", username="carl", display_name="Carl", message_count=1, share=0.001),
+        ]
     )
 
 
