@@ -40,6 +40,7 @@ HEARTBEAT_INTERVAL_MS = 41250
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 MEMBER_PERMS = 0x0000_0000_0006_4C40  # view channel, send messages, read history, add reactions, embed, attach
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
 ADMIN_PERMS = MEMBER_PERMS | 0x20 | 0x2000_0000 | 0x8  # + manage guild, manage webhooks, administrator
 
 
@@ -159,6 +160,7 @@ class FakeDiscord:
         self.identify_count = 0
         self.resume_count = 0
         self.intents: int | None = None
+        self.privileged_intents_enabled = True  # False: IDENTIFY asking for a privileged intent is refused (4014)
         self._events: list[dict[str, Any]] = []  # every dispatched event, for RESUME replay
         self._ws: web.WebSocketResponse | None = None
         self._session_id = "fake-session"
@@ -397,6 +399,9 @@ class FakeDiscord:
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         self.identify_count += 1
         self.intents = data.get("intents")
+        if not self.privileged_intents_enabled and (self.intents or 0) & PRIVILEGED_INTENTS:
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
         self._session_id = f"fake-session-{self.identify_count}"
         self._events = []
         ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": str(self.guild_id), "unavailable": True}],

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import discord
+import pytest
 
 from bot.client import GENERIC_ERROR, bot_intents
 from bot.render import EDIT_DELAY_SECONDS
@@ -243,3 +244,31 @@ class TestRunPy:
         await fake_discord.wait_for(lambda: fake_discord._ws is None, timeout=10)  # the gateway was closed
         async with await Store.open(bot_settings.db_path) as store:  # and the database reopens
             assert await store.list_jobs() == []
+
+    async def test_missing_privileged_intents_stop_start_up(self, bot_settings, fake_discord):
+        from run import serve
+
+        fake_discord.privileged_intents_enabled = False
+        with pytest.raises(discord.PrivilegedIntentsRequired):
+            await asyncio.wait_for(serve(bot_settings), 60)
+
+    @pytest.mark.parametrize(
+        "error, expected",
+        [
+            (discord.PrivilegedIntentsRequired(None), "enable the Message Content and Server Members intents"),
+            (discord.LoginFailure("Improper token has been passed."), "BOT_TOKEN was rejected by Discord"),
+        ],
+    )
+    def test_main_turns_discord_refusals_into_one_line(self, monkeypatch, tmp_path, capsys, error, expected):
+        import run
+
+        async def refused(settings):
+            raise error
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("BOT_TOKEN", "MTIz.secret")
+        monkeypatch.setenv("GUILDS_ID", "1")
+        monkeypatch.setattr(run, "serve", refused)
+        assert run.main() == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {expected}") and "\n" not in err and "MTIz.secret" not in err
