@@ -315,3 +315,26 @@ async def _two(rows):
 
 async def _forgotten(store, message_id: int) -> bool:
     return await store.get_reply(message_id) is None
+
+
+async def test_youtube_links_are_encoded_for_the_model_and_decoded_for_discord(drv, tmp_path):
+    from cloneus.config import YoutubeConfig
+    from cloneus.plugins.youtube import YouTubeLinks
+
+    links = YouTubeLinks(YoutubeConfig(db_path=str(tmp_path / "yt.db")))  # cache only: no API key, no network
+    links.cache.store_lookup({"dQw4w9WgXcQ": ("Never Gonna Give You Up", "Rick Astley")}, [])
+    drv.bot.youtube = links
+    await drv.post_message("watch https://youtu.be/dQw4w9WgXcQ", user="alice")
+    channel = drv.fake.channel_ids["general"]
+    await until(lambda: drv.bot.store.recent_context(channel, 5))
+    tag = links.encode("https://youtu.be/dQw4w9WgXcQ")
+    assert tag != "https://youtu.be/dQw4w9WgXcQ"
+    seed = f"{tag} and https://youtu.be/AAAAAAAAAAA"
+    before = links.stats()["lookups"]
+    rec = await drv.slash("clone speak", author="bob", seed=seed, max_new_tokens=2)
+    await rec.answered()
+    reply = await recorded(drv, rec.original_id)
+    # Lookups count video ids: 1 for the context's link (encoded before generation) + 2 in the reply (decoded).
+    assert links.stats()["lookups"] - before >= 3
+    assert links.decode(seed) in reply.request["text"] and "youtube.com/watch?v=dQw4w9WgXcQ" in rec.text
+    assert "AAAAAAAAAAA" not in rec.text and tag not in rec.text
