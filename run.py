@@ -31,12 +31,18 @@ logger = logging.getLogger("cloneus.bot")
 
 
 def open_youtube(settings: Settings) -> Any:
-    """The YouTube link plugin on the bot's database file, or None when it is off."""
-    from cloneus.config import YoutubeConfig
+    """The YouTube link plugin on the bot's database file, or None when it is off.
+
+    The `youtube` section (tag format, daily quota) comes from the training config, so replies are decoded with
+    the same tag format the model was trained on; only the database is the bot's own.
+    """
+    from cloneus.config import YoutubeConfig, load_config
     from cloneus.plugins.youtube import YouTubeLinks
 
+    section = load_config(settings.config_path).youtube if Path(settings.config_path).exists() else YoutubeConfig()
+    section = section.model_copy(update={"db_path": str(settings.db_path)})
     env = {"YOUTUBE_API_KEY": settings.youtube_api_key.get_secret_value()} if settings.youtube_api_key else {}
-    links = YouTubeLinks.from_env(YoutubeConfig(db_path=str(settings.db_path)), env)
+    links = YouTubeLinks.from_env(section, env)
     # One 1-unit call at start-up, so a bad key is reported once here instead of as failed lookups later.
     problem = links.check_key() if links is not None and links.service is not None else None
     if problem:
