@@ -347,9 +347,10 @@ class JobManager:
             if watch.state.final is not None or not alive:
                 break
             await asyncio.sleep(self.poll_interval_s)
-        await self._finish(watch, job)
+        await self._finish(watch)
 
-    async def _finish(self, watch: _Watch, job: Job) -> None:
+    async def _finish(self, watch: _Watch) -> None:
+        job = await self.store.get_job(watch.job_id)
         state = watch.state
         if state.final is None:
             code = watch.proc.returncode if watch.proc is not None else None
@@ -397,9 +398,10 @@ class JobManager:
             raise CloneusError(f"no job {job_id}; /admin jobs lists them")
         if job.status not in RUNNING or not job.pid:
             raise CloneusError(f"job {job_id} is {job.status}, not running")
+        # Marked first: the watch may see the trainer's `interrupted` event before this coroutine resumes.
+        await self.store.update_job(job_id, status="cancelling")
         with contextlib.suppress(ProcessLookupError):
             os.kill(job.pid, signal.SIGTERM)
-        await self.store.update_job(job_id, status="cancelling")
         logger.info("job %d: sent SIGTERM to pid %d", job_id, job.pid)
         return await self.store.get_job(job_id)
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,29 @@ def write_events(path: Path, *events: dict) -> None:
 
 
 def stand_in(script: str = "import time; time.sleep(60)") -> subprocess.Popen:
-    """A process that lives like a trainer; 'cloneus' in its argv marks it as one for `pid_alive`."""
-    return subprocess.Popen([sys.executable, "-c", script, "cloneus"], start_new_session=True)
+    """A process that lives like a trainer; 'cloneus' in its argv marks it as one for `pid_alive`.
+
+    Returns once the child has exec'd (before that, its command line is still the parent's).
+    """
+    proc = subprocess.Popen([sys.executable, "-c", script, "cloneus"], start_new_session=True)
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 5
+    while cmdline.exists() and b"cloneus" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
+def sigterm_writes_interrupted(progress: Path) -> str:
+    """A stand-in that, like the trainer, answers SIGTERM with an `interrupted` event and exit code 130."""
+    return (
+        "import json, signal, sys, time\n"
+        "def stop(*_):\n"
+        "    line = json.dumps({'event': 'interrupted', 'checkpoint': 'ck-1'})\n"
+        f"    open({str(progress)!r}, 'a').write(line + '\\n')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "time.sleep(60)\n"
+    )
 
 
 @pytest.fixture
@@ -130,7 +152,7 @@ class TestReadProgress:
 
 class TestPidAlive:
     def test_running_then_exited(self, procs):
-        proc = stand_in("import time; time.sleep(0.3)")
+        proc = stand_in("import time; time.sleep(0.5)")
         procs.append(proc)
         assert pid_alive(proc.pid)
         proc.wait()
@@ -227,16 +249,7 @@ class TestWatch:
 
     async def test_cancel_sends_sigterm_and_the_job_ends_cancelled(self, store, settings, registry, procs, tmp_path):
         progress = tmp_path / "cancel.jsonl"
-        script = (
-            "import json, signal, sys, time\n"
-            "def stop(*_):\n"
-            f"    line = json.dumps({{'event': 'interrupted', 'checkpoint': 'ck-1'}})\n"
-            f"    open({str(progress)!r}, 'a').write(line + '\\n')\n"
-            "    sys.exit(130)\n"
-            "signal.signal(signal.SIGTERM, stop)\n"
-            "time.sleep(60)\n"
-        )
-        proc = stand_in(script)
+        proc = stand_in(sigterm_writes_interrupted(progress))
         procs.append(proc)
         await asyncio.sleep(0.5)  # let the stand-in install its handler
         jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
@@ -250,6 +263,20 @@ class TestWatch:
             await jobs.cancel(job_id)
         with pytest.raises(CloneusError, match="no job 999"):
             await jobs.cancel(999)
+
+    async def test_shutdown_with_cancel_running_waits_for_the_checkpoint(self, store, settings, registry, procs):
+        progress = settings.db_path.parent / "shutdown.jsonl"
+        proc = stand_in(sigterm_writes_interrupted(progress))
+        procs.append(proc)
+        await asyncio.sleep(0.5)  # let the stand-in install its handler
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        config = {"name": "s", "progress_file": str(progress)}
+        job_id = await store.create_job(config=config, run_dir=None, pid=proc.pid, name="s")
+        await jobs.resume()
+        await jobs.close(cancel_running=True)
+        proc.wait(timeout=10)  # its exit code was already reaped by the manager's liveness check
+        job = await store.get_job(job_id)
+        assert job.status == "cancelled" and job.checkpoint == "ck-1"
 
     async def test_restart_finds_the_running_job_again(self, store, settings, registry, procs):
         proc = stand_in()
