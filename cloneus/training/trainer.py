@@ -107,17 +107,28 @@ def training_arguments(cfg: CloneusConfig, output_dir: Path, *, has_eval: bool) 
         disable_tqdm=not sys.stderr.isatty(),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
     )
+
+
+def distributed_state():
+    """accelerate's process state; without CUDA it must be told so, or ranks under a launcher train alone.
+
+    With `cpu=True` and a launcher's WORLD_SIZE > 1, accelerate joins the ranks with gloo (CPU DDP).
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _agree_on_run_name(run_name: str | None) -> str:
     """Every rank must write to the same directory; the main process picks the timestamped default."""
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     from cloneus.training.rundir import default_run_name
 
-    state = PartialState()
+    state = distributed_state()
     names = [run_name or default_run_name()]
     if state.num_processes > 1:
         broadcast_object_list(names, from_process=0)
@@ -199,7 +210,6 @@ def train(
     Raises:
         CloneusError: bad config, data or checkpoint; the message says which.
     """
-    from accelerate import PartialState
     from transformers import Trainer
 
     from cloneus.data.dataset import prepare_dataset
@@ -208,7 +218,7 @@ def train(
     from cloneus.training.packing import PaddingFreeCollator, pack_dataset
 
     started = time.monotonic()
-    state = PartialState()
+    state = distributed_state()
     if resume is not None:
         run = RunDir.of_checkpoint(resume)
         logger.info("resuming %s from step %d", run.path, checkpoint_step(resume))
