@@ -84,13 +84,8 @@ def test_chat_command_end_to_end(checkpoint):
     assert len(replies) == 1
 
 
-def test_chat_command_bad_mode_is_a_user_error(checkpoint):
-    result = subprocess.run(
-        [sys.executable, "-m", "cloneus", "chat", str(checkpoint), "--mode", "loud"],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "--mode" in result.stderr
+def test_chat_command_bad_mode_is_a_user_error(checkpoint, capsys):
+    from cloneus.cli import main
+
+    assert main(["chat", str(checkpoint), "--mode", "loud"]) == 2
+    assert "--mode" in capsys.readouterr().err
