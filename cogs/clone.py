@@ -164,8 +164,7 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         dry_multiplier: float | None = None,
     ) -> None:
         """Reply as a member's clone, streamed into the channel."""
-        webhook = await self._uses_webhook(interaction.channel_id)
-        await interaction.response.defer(thinking=True, ephemeral=webhook)
+        # Checked before deferring (store reads, milliseconds), so a refusal is shown only to the invoker.
         name = await self.resolve_author(interaction.guild, author)
         overrides = {
             "temperature": temperature,
@@ -180,6 +179,8 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
             "dry_multiplier": dry_multiplier,
         }
         sampling = await request_sampling(self.bot.store, interaction.channel_id, overrides, preset)
+        webhook = await self._uses_webhook(interaction.channel_id)
+        await interaction.response.defer(thinking=True, ephemeral=webhook)
         history = await self.replies.history(interaction.channel_id)
         await self._post(interaction, webhook, True, history, name, seed, sampling)
         if webhook:
@@ -196,9 +197,9 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         """Let the model pick who speaks next, then speak as them, for a few turns."""
         if not 1 <= turns <= MAX_TURNS:
             raise CloneusError(f"turns={turns}: choose between 1 and {MAX_TURNS}")
+        sampling = await request_sampling(self.bot.store, interaction.channel_id)
         webhook = await self._uses_webhook(interaction.channel_id)
         await interaction.response.defer(thinking=True, ephemeral=webhook)
-        sampling = await request_sampling(self.bot.store, interaction.channel_id)
         history = await self.replies.history(interaction.channel_id)
         spoken = []
         for turn in range(turns):
