@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.progress import ProgressState, read_progress
 from cloneus.errors import CloneusError, ConfigError
 
 if TYPE_CHECKING:
@@ -46,10 +47,8 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_SECONDS = 2.0
 CANCEL_WAIT_SECONDS = 60.0
-BAR_WIDTH = 12
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RUNNING = ("starting", "running", "cancelling")
-FINAL_EVENTS = ("done", "interrupted", "error")
 
 # /admin train option -> `--set` key of the training config.
 CONFIG_KEYS = {
@@ -60,96 +59,7 @@ CONFIG_KEYS = {
 }
 
 
-@dataclass
-class ProgressState:
-    """Everything the progress file said so far, folded into one record (what the Discord message shows)."""
-
-    step: int = 0
-    total: int | None = None
-    epoch: float | None = None
-    loss: float | None = None
-    eval_loss: float | None = None
-    tokens_per_s: float | None = None
-    eta_s: float | None = None
-    elapsed_s: float | None = None
-    run_dir: str | None = None
-    last_checkpoint: str | None = None
-    final: str | None = None
-    final_checkpoint: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    def apply(self, event: dict[str, Any]) -> None:
-        """Fold one progress event into the state (unknown events are ignored, so the trainer may add more)."""
-        kind = event.get("event")
-        if kind == "start":
-            self.run_dir = event.get("run_dir", self.run_dir)
-            self.total = event.get("total", self.total)
-        elif kind == "log":
-            for key in ("step", "total", "epoch", "loss", "tokens_per_s", "eta_s", "elapsed_s"):
-                if event.get(key) is not None:
-                    setattr(self, key, event[key])
-        elif kind == "eval":
-            self.eval_loss = event.get("eval_loss", self.eval_loss)
-            self.step = max(self.step, event.get("step") or 0)
-        elif kind == "checkpoint":
-            self.last_checkpoint = event.get("path", self.last_checkpoint)
-        elif kind in FINAL_EVENTS:
-            self.final = kind
-            self.final_checkpoint = event.get("checkpoint") or self.last_checkpoint
-            self.metrics = event.get("metrics") or self.metrics
-            self.error = event.get("message")
-
-    def render(self) -> str:
-        """One line: `[████░░░░] 40/100 · loss 2.31 · eval 2.40 · 812 tok/s · ETA 3m12s`."""
-        total = self.total or 0
-        filled = round(BAR_WIDTH * min(self.step / total, 1.0)) if total else 0
-        parts = [f"[{'█' * filled}{'░' * (BAR_WIDTH - filled)}] {self.step}/{total or '?'}"]
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.2f}")
-        if self.eval_loss is not None:
-            parts.append(f"eval {self.eval_loss:.2f}")
-        if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:.0f} tok/s")
-        if self.eta_s is not None and self.final is None:
-            parts.append(f"ETA {format_duration(self.eta_s)}")
-        return " · ".join(parts)
-
-
 ProgressCallback = Callable[["Job", ProgressState], Awaitable[None]]
-
-
-def format_duration(seconds: float) -> str:
-    """`3m12s`, `1h05m`, `42s`."""
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def read_progress(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Complete JSON lines of `path` after byte `offset`, and the offset after the last complete line.
-
-    A line the trainer is still writing (no newline yet) is left for the next read; a line that is not JSON is
-    logged and skipped rather than stopping the watch.
-    """
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as f:
-        f.seek(offset)
-        chunk = f.read()
-    end = chunk.rfind(b"\n") + 1
-    events = []
-    for n, line in enumerate(chunk[:end].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning("%s: skipping a line that is not JSON (line %d after byte %d)", path, n, offset)
-    return events, offset + end
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -23,7 +23,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.export import build_index, export_channel, export_path, list_exports
-from bot.jobs import RUNNING, ProgressState, format_duration
+from bot.jobs import RUNNING
+from bot.progress import ProgressState, format_duration
 from bot.render import SAFE_MENTIONS, split_message
 from cloneus.errors import CloneusError
 
