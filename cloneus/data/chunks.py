@@ -65,7 +65,7 @@ def concat_rows(rows: list[tuple[np.ndarray, np.ndarray]], ranges: list[tuple[in
     empty = np.zeros(0, dtype=np.int32)
     ids = np.concatenate([r[0] for r in rows]) if rows else empty
     labels = np.concatenate([r[1] for r in rows]) if rows else empty
-    return Chunks(ids.astype(np.int32), labels.astype(np.int32), offsets, ranges, truncated)
+    return Chunks(ids.astype(np.int32, copy=False), labels.astype(np.int32, copy=False), offsets, ranges, truncated)
 
 
 def label_mask(token_starts: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:

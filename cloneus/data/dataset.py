@@ -110,10 +110,11 @@ def _load_users(cfg: CloneusConfig, frame_loader) -> UserIndex:
 
 def _drop_unwanted_users(frame: pd.DataFrame, users: UserIndex, dropped: dict[str, int]) -> pd.DataFrame:
     """Messages of opted-out, excluded and bot users never reach training data."""
-    by_id = {u.id: u for u in users.users}
+    by_key = {key: u for u in reversed(users.users) for key in (u.username.casefold(), u.display_name.casefold())}
+    by_key.update({u.id: u for u in users.users})
     reasons = {}
     for author_id in frame["author_id"].unique():
-        user = by_id.get(str(author_id)) or users.get(str(author_id))
+        user = by_key.get(str(author_id)) or by_key.get(str(author_id).casefold())
         if user is None:
             continue
         reason = "opted_out" if user.opted_out else "excluded" if user.excluded else "bot" if user.is_bot else None
@@ -357,6 +358,8 @@ def prepare_dataset(
     result = load_clean()
     dropped = dict(result.dropped)
     frame = _filter_messages(result.frame, cfg, users, tokenizer, links, dropped)
+    del result
+    cleaned.clear()  # the unfiltered frame can go: a million messages hold a few hundred MB
     if frame.empty:
         raise DataFormatError(path, f"no messages left after cleaning (dropped: {dropped})")
     timer.lap("filter")
