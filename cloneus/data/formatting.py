@@ -1,18 +1,10 @@
 """Turn (author, text) messages into the exact text a model trains on and is prompted with.
 
 Training and inference must agree byte for byte on where a turn starts, where its text starts and where it ends,
-so both sides go through one `ChatFormatter`. It never asks the chat template to render a whole conversation.
-Instead it renders a few probe conversations with sentinel strings once, reads off each turn's opening
-(`<|im_start|>alice\\n`) and closing (`<|im_end|>\\n`) text and the prefix before the first turn, and from then on
-assembles conversations by string concatenation. That makes a million-message export cheap to format, gives the
-exact character span of every turn (the loss mask is built from these spans), and lets the generation prompt end
-exactly where a reply's text begins. A fast assembly of a probe is checked against the template's own rendering,
-so a template this decomposition does not fit fails at construction with a `ConfigError`, not with silently
-wrong data.
-
-Templates that add a default system prompt when the first message is not a system message (SmolLM2 adds "You
-are a helpful AI assistant named SmolLM...") are detected: with no system prompt configured, that injected block
-is left out.
+so both sides go through one `ChatFormatter`. With a chat template, the turn layout is read off probe renders once
+(`cloneus.data.chat_template.TemplateTurns`) and conversations are assembled by concatenation; `tag_only` needs no
+template. Either way every message's character span is known: the loss mask is built from these spans, and the
+generation prompt ends exactly where a reply's text begins.
 """
 
 from __future__ import annotations
@@ -20,11 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import TemplateError
-
+from cloneus.data.chat_template import TemplateTurns, resolve_chat_template
 from cloneus.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,25 +22,6 @@ if TYPE_CHECKING:
     from cloneus.data.users import User, UserIndex
 
 logger = logging.getLogger(__name__)
-
-CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>' }}{% endif %}"
-)
-# Sentinels for probing a template. Private-use code points never occur in templates, and each is one character
-# that no template transforms (no case, no whitespace to trim).
-_SYS = "\ue000"
-_CONTENT = ["\ue001", "\ue002", "\ue003", "\ue004"]
-_ROLE_A = "\ue005"
-_ROLE_B = "\ue006"
-# What a template can raise while probing: jinja errors (its `raise_exception`) and our failed splits.
-_TEMPLATE_ERRORS = (TemplateError, ValueError)
-# Roles for validating the fast assembly against the template; lower case and spaced, so a template that
-# capitalises or strips roles fails validation rather than producing data that differs from its own rendering.
-_CHECK_ROLES = ("alice probe", "Bob_probe")
 
 
 @dataclass(frozen=True)
@@ -69,56 +40,6 @@ class Rendered:
     label_spans: list[tuple[int, int]]
     message_spans: list[tuple[int, int]] = field(default_factory=list)
     prefix_len: int = 0
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How a template wraps turns: `pre + open(r0) + body0 + close(r0) + open(r1) + ...`."""
-
-    pre: str
-    opens: dict[str, str]
-    closes: dict[str, str]
-
-
-def _strip_suffix(text: str, suffix: str, what: str) -> str:
-    if not text.endswith(suffix):
-        raise ValueError(f"cannot separate {what}; {text!r} does not end with {suffix!r}")
-    return text[: len(text) - len(suffix)]
-
-
-def _strip_prefix(text: str, prefix: str, what: str) -> str:
-    if not text.startswith(prefix):
-        raise ValueError(f"cannot separate {what}; {text!r} does not start with {prefix!r}")
-    return text[len(prefix) :]
-
-
-def resolve_chat_template(tokenizer: Any, custom: str | None) -> list[str]:
-    """Install `format.custom_chat_template` on the tokenizer; return the special tokens that had to be added.
-
-    `custom` is a path to a jinja file, a jinja string, or `chatml`. `chatml` also adds `<|im_start|>` and
-    `<|im_end|>` when the vocabulary lacks them; the model's embeddings must then be resized, which is why the added
-    tokens are returned.
-    """
-    if custom is None:
-        return []
-    if custom == "chatml":
-        missing = [t for t in CHATML_TOKENS if t not in tokenizer.get_vocab()]
-        if missing:
-            tokenizer.add_special_tokens({"additional_special_tokens": missing})
-            logger.info("added %s to the tokenizer; the model's embeddings must be resized", missing)
-        bos = tokenizer.bos_token
-        tokenizer.chat_template = ("{{ bos_token }}" if bos and bos not in CHATML_TOKENS else "") + CHATML_TEMPLATE
-        return missing
-    if "{%" in custom or "{{" in custom:
-        tokenizer.chat_template = custom
-        return []
-    path = Path(custom)
-    if not path.is_file():
-        raise ConfigError(
-            f"format.custom_chat_template: {custom!r} is neither 'chatml', a jinja string, nor an existing file"
-        )
-    tokenizer.chat_template = path.read_text(encoding="utf-8")
-    return []
 
 
 class ChatFormatter:
@@ -152,20 +73,17 @@ class ChatFormatter:
         self._tags: dict[str, str] = {}
         self._by_name: dict[str, User] | None = None
         self._sep = fmt.tag_sep or ""
-        self._sys_msgs: list[dict[str, str]] = []
+        self._turns: TemplateTurns | None = None
         if fmt.tag_placement == "tag_only":
-            self._role_offset = 0
-            self._layout = self._tag_only_layout()
+            self._prefix = self._tag_only_prefix()
         else:
             if not tokenizer.chat_template:
                 raise ConfigError(
                     f"format.tag_placement={fmt.tag_placement!r} needs a chat template, and the tokenizer has none; "
                     "set format.custom_chat_template (e.g. 'chatml') or use tag_placement='tag_only'"
                 )
-            self._layout, self._role_offset = self._template_layout()
-        self._role_pattern: tuple[str, str] | None = None
-        if fmt.tag_placement == "replace_role":
-            self._role_pattern = self._derive_role_pattern()
+            self._turns = TemplateTurns(tokenizer, fmt.tag_placement, self._system, prompt.append_msg)
+            self._prefix = self._turns.pre
 
     # ---- tags and system prompt -------------------------------------------------------------------------------
 
@@ -218,12 +136,7 @@ class ChatFormatter:
         user = self._user(author)
         return user is not None and user.included
 
-    # ---- layout derivation --------------------------------------------------------------------------------------
-
-    def _render(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False)
-
-    def _tag_only_layout(self) -> _Layout:
+    def _tag_only_prefix(self) -> str:
         pre = ""
         bos = self.tokenizer.bos_token
         ids = self.tokenizer("a").input_ids
@@ -235,113 +148,7 @@ class ChatFormatter:
             pre += self._system + (self.fmt.postfix or "\n")
         if not self._sep:
             logger.warning("format.tag_sep is empty with tag_only: tags run straight into message text")
-        return _Layout(pre=pre, opens={}, closes={})
-
-    def _system_messages(self, system: str | None, supports_system: bool) -> tuple[list[dict[str, str]], int]:
-        """The messages that carry the system prompt, and the parity offset of the first chat message."""
-        if system is None:
-            return [], 0
-        if supports_system:
-            return [{"role": "system", "content": system}], 0
-        if self.fmt.tag_placement == "replace_role":
-            raise ConfigError(
-                "the chat template has no system role, which replace_role needs for prompt.template; use "
-                "tag_placement='content_prefix', set prompt.template to null, or set format.custom_chat_template"
-            )
-        msgs = [{"role": "user", "content": system}]
-        if self.prompt.append_msg is None:
-            return msgs, 1
-        return msgs + [{"role": "assistant", "content": self.prompt.append_msg}], 0
-
-    def _decompose(self, sys_msgs: list[dict[str, str]], r0: str, r1: str) -> _Layout:
-        """Read pre/open/close for roles r0, r1 off two probe renders: [r0] and [r0, r1, r0, r1]."""
-        one = self._render(sys_msgs + [{"role": r0, "content": _CONTENT[0]}])
-        four = self._render(sys_msgs + [{"role": (r0, r1)[i % 2], "content": c} for i, c in enumerate(_CONTENT)])
-        head0, close0 = one.split(_CONTENT[0])
-        s0, rest = four.split(_CONTENT[0])
-        s1, rest = rest.split(_CONTENT[1])
-        s2, rest = rest.split(_CONTENT[2])
-        s3, close1 = rest.split(_CONTENT[3])
-        if s3 != s1:
-            raise ValueError("turns render differently depending on their position")
-        open0 = _strip_prefix(s2, close1, f"the end of a {r1!r} turn from the next turn")
-        open1 = _strip_prefix(s1, close0, f"the end of a {r0!r} turn from the next turn")
-        pre = _strip_suffix(s0, open0, "the prefix from the first turn")
-        if _strip_suffix(head0, open0, "the prefix from the first turn") != pre:
-            raise ValueError("the prefix depends on the number of messages")
-        return _Layout(pre=pre, opens={r0: open0, r1: open1}, closes={r0: close0, r1: close1})
-
-    def _template_layout(self) -> tuple[_Layout, int]:
-        roles = ("user", "assistant") if self.fmt.tag_placement == "content_prefix" else (_ROLE_A, _ROLE_B)
-        try:
-            supports_system = self._supports_system(roles[0])
-            self._sys_msgs, offset = self._system_messages(self._system, supports_system)
-            r0, r1 = roles[offset], roles[1 - offset]
-            layout = self._decompose(self._sys_msgs, r0, r1)
-            if self._system is None and supports_system:
-                layout = _Layout(self._clean_prefix(layout.pre, r0, r1), layout.opens, layout.closes)
-        except _TEMPLATE_ERRORS as e:
-            raise ConfigError(
-                f"chat template cannot be used with tag_placement={self.fmt.tag_placement!r}: {e}. Try another "
-                "tag_placement or set format.custom_chat_template"
-            ) from None
-        return layout, offset
-
-    def _supports_system(self, role: str) -> bool:
-        """A template supports a system role when it renders it as its own block before the first turn."""
-        try:
-            text = self._render([{"role": "system", "content": _SYS}, {"role": role, "content": _CONTENT[0]}])
-        except _TEMPLATE_ERRORS:
-            return False
-        return _SYS in text and text.index(_SYS) < text.index(_CONTENT[0])
-
-    def _clean_prefix(self, pre: str, r0: str, r1: str) -> str:
-        """Drop a default system prompt that the template injects when no system message is given."""
-        with_sys = self._decompose([{"role": "system", "content": _SYS}], r0, r1).pre
-        before, after = with_sys.split(_SYS)
-        if not (pre.startswith(before) and pre.endswith(after) and len(pre) > len(before) + len(after)):
-            return pre
-        injected = pre[len(before) : len(pre) - len(after)]
-        try:
-            system_open = self._decompose([], "system", r1).opens["system"]
-        except _TEMPLATE_ERRORS:
-            logger.warning("chat template injects a default system prompt %r that cannot be removed", injected)
-            return pre
-        if not before.endswith(system_open):
-            logger.warning("chat template injects a default system prompt %r that cannot be removed", injected)
-            return pre
-        logger.info("chat template injects a default system prompt when none is given; leaving it out")
-        return before[: len(before) - len(system_open)]
-
-    def _derive_role_pattern(self) -> tuple[str, str] | None:
-        """Opening text as `head + role + tail` when the template inserts the role verbatim; checked on real roles."""
-        open_a, close_a = self._layout.opens[_ROLE_A], self._layout.closes[_ROLE_A]
-        if open_a.count(_ROLE_A) != 1 or _ROLE_A in close_a or close_a != self._layout.closes[_ROLE_B]:
-            return None
-        head, tail = open_a.split(_ROLE_A)
-        check = [(_CHECK_ROLES[i % 2], c) for i, c in enumerate(_CONTENT[:3])]
-        turns = "".join(head + role + tail + text + close_a for role, text in check)
-        slow = self._render(self._sys_msgs + [{"role": r, "content": c} for r, c in check])
-        # Without a system prompt the template may inject its own; only the turns must then match.
-        if not (slow.endswith(turns) if self._system is None else slow == self._layout.pre + turns):
-            logger.debug("chat template does not insert roles verbatim; probing each author's tag")
-            return None
-        return head, tail
-
-    def _turn(self, role: str) -> tuple[str, str]:
-        """(opening, closing) text of a turn with this role."""
-        opens, closes = self._layout.opens, self._layout.closes
-        if role not in opens:
-            if self._role_pattern is not None:
-                opens[role] = self._role_pattern[0] + role + self._role_pattern[1]
-                closes[role] = closes[_ROLE_A]
-            else:
-                try:
-                    probe = self._decompose(self._sys_msgs, role, _ROLE_B)
-                except _TEMPLATE_ERRORS as e:
-                    raise ConfigError(f"chat template cannot render role {role!r}: {e}") from None
-                opens[role], closes[role] = probe.opens[role], probe.closes[role]
-        return opens[role], closes[role]
+        return pre
 
     # ---- assembly ------------------------------------------------------------------------------------------------
 
@@ -349,18 +156,13 @@ class ChatFormatter:
         if self.fmt.tag_placement == "replace_role":
             return self.author_tag(author)
         if self.fmt.tag_placement == "content_prefix":
-            return ("user", "assistant")[(index + self._role_offset) % 2]
+            return ("user", "assistant")[(index + self._turns.role_offset) % 2]
         return None
-
-    def _body(self, author: str, text: str) -> str:
-        if self.fmt.tag_placement == "replace_role":
-            return text
-        return self.author_tag(author) + self._sep + text
 
     @property
     def prefix(self) -> str:
         """The text before the first message: BOS where the template writes one, and the system prompt."""
-        return self._layout.pre
+        return self._prefix
 
     @property
     def position_independent(self) -> bool:
@@ -375,15 +177,15 @@ class ChatFormatter:
         role = self._role(index, author)
         if role is None:
             return self.author_tag(author) + self._sep, self.fmt.postfix or ""
-        opening, closing = self._turn(role)
+        opening, closing = self._turns.turn(role)
         if self.fmt.tag_placement == "content_prefix":
             opening += self.author_tag(author) + self._sep
         return opening, closing
 
     def _assemble(self, messages: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-        parts = [self._layout.pre]
+        parts = [self._prefix]
         spans = []
-        pos = len(self._layout.pre)
+        pos = len(self._prefix)
         for i, (author, text) in enumerate(messages):
             opening, closing = self.wrap(i, author)
             seg = opening + text + closing
@@ -407,7 +209,7 @@ class ChatFormatter:
                 labels[-1] = (labels[-1][0], end)
             else:
                 labels.append((start, end))
-        return Rendered(text=text, label_spans=labels, message_spans=spans, prefix_len=len(self._layout.pre))
+        return Rendered(text=text, label_spans=labels, message_spans=spans, prefix_len=len(self._prefix))
 
     def generation_prompt(self, history: Sequence[tuple[str, str]], author: str, seed_text: str | None = None) -> str:
         """The prompt for `author`'s next message: it ends exactly where that message's text begins.
@@ -429,11 +231,11 @@ class ChatFormatter:
         index = len(history)
         names = [u.display_name for u in self.users.trainable()]
         if self.fmt.tag_placement == "content_prefix":
-            prefix += self._turn(self._role(index, ""))[0]
+            prefix += self._turns.turn(self._role(index, ""))[0]
         if self.fmt.tag_placement != "replace_role":
             return prefix, {name: self.author_tag(name) + self._sep for name in names}
-        if self._role_pattern is not None:
-            head, tail = self._role_pattern
+        if self._turns.role_pattern is not None:
+            head, tail = self._turns.role_pattern
             return prefix + head, {name: self.author_tag(name) + tail for name in names}
         openings = {name: self.wrap(index, name)[0] for name in names}
         head = _common_prefix(list(openings.values()))
@@ -446,7 +248,7 @@ class ChatFormatter:
             stops = [postfix] if postfix else []
             stops += [postfix + self.author_tag(u.display_name) + self._sep for u in self.users.trainable()]
         else:
-            stops = [c.strip() for c in self._layout.closes.values() if c.strip()]
+            stops = [c.strip() for c in self._turns.closes.values() if c.strip()]
         eos = self.tokenizer.eos_token
         if eos:
             stops.append(eos)
