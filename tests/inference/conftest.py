@@ -30,7 +30,7 @@ def write_users(path: Path) -> None:
     UserIndex(users=users).save(path)
 
 
-def build_checkpoint(base_dir: Path, out: Path, *, seed: int, overrides: list[str] | None = None) -> Path:
+def build_checkpoint(base_dir: Path, out: Path, *, seed: int, r: int = 4, overrides: list[str] | None = None) -> Path:
     """Save a random LoRA on the tiny model at `out` with everything a training checkpoint carries."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -40,7 +40,7 @@ def build_checkpoint(base_dir: Path, out: Path, *, seed: int, overrides: list[st
     from cloneus.io import atomic_write_text
 
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    lora = LoraConfig(r=r, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, lora)

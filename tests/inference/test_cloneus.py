@@ -122,10 +122,18 @@ class TestLifecycle:
         assert after == fresh
         assert after != before
 
-    def test_failed_swap_keeps_serving_the_old_checkpoint(self, run_dir, tmp_path):
-        import shutil
+    def test_swap_to_an_adapter_of_another_shape(self, run_dir, tiny_model_dir, tmp_path):
+        other = build_checkpoint(tiny_model_dir, tmp_path / "checkpoint-1", seed=4, r=8)
+        clo = Cloneus.from_pretrained(run_dir / "checkpoint-5", device="cpu")
+        clo.swap_checkpoint(other)
+        assert clo.backend.model.active_peft_config.r == 8
+        assert list(clo.backend.model.peft_config) == [clo.backend.model.active_adapter]
+        fresh = Cloneus.from_pretrained(other, device="cpu")
+        assert clo.generate(HISTORY, "bob", **GREEDY) == fresh.generate(HISTORY, "bob", **GREEDY)
 
-        broken = shutil.copytree(run_dir / "checkpoint-10", tmp_path / "checkpoint-1")
+    @pytest.mark.parametrize("rank", [4, 8], ids=["hot-swap", "replace"])
+    def test_failed_swap_keeps_serving_the_old_checkpoint(self, run_dir, tiny_model_dir, tmp_path, rank):
+        broken = build_checkpoint(tiny_model_dir, tmp_path / "checkpoint-1", seed=4, r=rank)
         (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
         clo = Cloneus.from_pretrained(run_dir / "checkpoint-5", device="cpu")
         before = clo.generate(HISTORY, "bob", **GREEDY)

@@ -65,28 +65,41 @@ class LocalBackend:
     # ---- adapters -------------------------------------------------------------------------------------------
 
     def load_adapter(self, path: str | Path, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Serve the LoRA adapter at `path` (and its tokenizer), replacing the current one; base weights stay."""
-        from peft import PeftModel
+        """Serve the LoRA adapter at `path` (and its tokenizer), replacing the current one; base weights stay.
+
+        An adapter of the same shape (targets, rank, alpha, variants) is hot-swapped: peft copies its weights into
+        the live LoRA layers, with no module surgery. Any other adapter is loaded beside the current one, made
+        active, and the old one deleted. Either way a file that fails to load leaves the current adapter serving.
+        """
+        from peft import PeftConfig, PeftModel
+        from peft.utils.hotswap import hotswap_adapter
 
         with self._lock:
-            self._adapter_serial += 1
-            name = f"ckpt{self._adapter_serial}"
-            if isinstance(self.model, PeftModel):
-                old = self.model.active_adapter
-                try:
-                    self.model.load_adapter(str(path), adapter_name=name)
-                except BaseException:
-                    # peft injects the new adapter's layers before reading its weights; drop the half-loaded one.
-                    if name in self.model.peft_config:
-                        self.model.delete_adapter(name)
-                    raise
-                self.model.set_adapter(name)
-                self.model.delete_adapter(old)
+            if not isinstance(self.model, PeftModel):
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=self._next_adapter_name())
+            elif _hot_swappable(self.model.active_peft_config, PeftConfig.from_pretrained(str(path))):
+                hotswap_adapter(self.model, str(path), self.model.active_adapter, torch_device=str(self.model.device))
             else:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                self._replace_adapter(path)
             self.model.eval()
             self.tokenizer = tokenizer
             self.prefix.clear()
+
+    def _next_adapter_name(self) -> str:
+        self._adapter_serial += 1
+        return f"ckpt{self._adapter_serial}"
+
+    def _replace_adapter(self, path: str | Path) -> None:
+        old, name = self.model.active_adapter, self._next_adapter_name()
+        try:
+            self.model.load_adapter(str(path), adapter_name=name)
+        except BaseException:
+            # peft injects the new adapter's layers before reading its weights; drop the half-loaded one.
+            if name in self.model.peft_config:
+                self.model.delete_adapter(name)
+            raise
+        self.model.set_adapter(name)
+        self.model.delete_adapter(old)
 
     # ---- token plumbing -------------------------------------------------------------------------------------
 
@@ -283,3 +296,16 @@ class LocalBackend:
             tokens = torch.tensor(tail, device=device)
             scores.append(logprobs[row, steps, tokens].sum().item())
         return scores
+
+
+def _hot_swappable(current, new) -> bool:
+    """Two LoRA configs with the same modules and scaling: the new weights can be copied into the live layers."""
+    keys = ("r", "lora_alpha", "use_rslora", "use_dora", "lora_dropout", "bias", "modules_to_save")
+    keys += ("rank_pattern", "alpha_pattern", "layers_to_transform", "layers_pattern")
+
+    def targets(config) -> str | list[str]:
+        return config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules)
+
+    if not (current.peft_type == new.peft_type == "LORA"):
+        return False
+    return targets(current) == targets(new) and all(getattr(current, k) == getattr(new, k) for k in keys)
