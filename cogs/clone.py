@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.engine import EngineBusy, EngineLoading, EngineNotLoaded
+from bot.engine import EngineLoading, EngineNotLoaded
 from bot.render import SAFE_MENTIONS, format_clone_reply, split_message
 from bot.replies import ReplyService, find_member
 from cloneus.errors import CloneusError, UnknownAuthorError
@@ -325,7 +325,7 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
                 and is_admin(payload.member, channel.permissions_for(payload.member), self.bot.settings)
             ):
                 await self.replies.delete(channel, reply)
-        except (EngineBusy, EngineLoading, EngineNotLoaded) as e:
+        except CloneusError as e:  # busy, loading, or the author opted out since: nobody to tell but the log
             logger.info("reaction %s on %d not handled: %s", emoji, payload.message_id, e)
 
     @commands.Cog.listener()
@@ -352,10 +352,11 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
                 target = await self.replies.webhook_target(message.channel, author)
             text, messages = await self.replies.stream(target, message.guild, history, author, None, sampling)
             request = {"history": history, "author": author, "seed_text": None, "sampling": sampling}
+            # The member whose message triggered the reply counts as its invoker (they may 🗑️ it).
             await self.replies.remember(
-                message.channel.id, messages, author, text, self.bot.user.id, request, target.webhook_id
+                message.channel.id, messages, author, text, message.author.id, request, target.webhook_id
             )
-        except (EngineBusy, EngineLoading, EngineNotLoaded, CloneusError) as e:
+        except CloneusError as e:  # busy, loading or no model: an unasked-for reply is simply skipped
             logger.info("auto-reply in %d skipped: %s", message.channel.id, e)
 
 

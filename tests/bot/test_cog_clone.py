@@ -289,6 +289,7 @@ class TestAutoReply:
         posts = await drv.wait_for(clone_posts, timeout=30)
         reply = await recorded(drv, int(posts[0]["id"]))
         assert reply.request["history"][-1][1] == "anyone around?"
+        assert reply.invoker_id == drv.fake.user_ids["alice"]  # so she may 🗑️ it
         # The message sent while auto-reply was off started no generation; had it, its reply would be here too.
         assert len(clone_posts()) == 1 and drv.fake.channel_messages(channel).index(posts[0]) >= before
 
