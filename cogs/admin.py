@@ -108,9 +108,8 @@ def describe_metrics(job: Job, state: ProgressState) -> str:
             parts.append(f"{label} {m[key]:.3f}")
     if isinstance(m.get("tokens_per_s"), int | float):
         parts.append(f"{m['tokens_per_s']:.0f} tok/s")
-    wall = m.get("wall_time_s") or m.get("train_runtime")
-    if isinstance(wall, int | float):
-        parts.append(f"wall {format_duration(wall)}")
+    if isinstance(m.get("wall_s"), int | float):
+        parts.append(f"wall {format_duration(m['wall_s'])}")
     summary = " · ".join(parts) or "no metrics recorded"
     if job.status == "done":
         return (

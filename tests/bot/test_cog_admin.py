@@ -201,6 +201,9 @@ class TestTraining:
             assert versions[-1].startswith("✅ Training job") and "2/2" in versions[-1]
             summary = await drv.wait_for(lambda: _summary(drv.fake, "fresh"), timeout=30)
             assert [a["filename"] for a in summary["attachments"]] == ["loss.png"]
+            metrics = json.loads((Path(job.config["log_file"]).parent / "progress.jsonl").read_text().splitlines()[-1])
+            assert f"train loss {metrics['metrics']['train_loss']:.3f}" in summary["content"]
+            assert " · wall " in summary["content"]
             entry = drv.bot.registry.get("fresh")
             assert entry is not None and Path(entry.ckpt).name.startswith("checkpoint-")
 
