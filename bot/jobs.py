@@ -187,10 +187,15 @@ class JobManager:
                 and once when the job ends.
 
         Raises:
-            `CloneusError`: a bad name, a missing export or a bad config value; nothing was started.
+            `CloneusError`: another job is running, a bad name, a missing export or a bad config value; nothing
+                was started.
         """
         params = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
         where = {k: params.pop(k) for k in ("guild_id", "channel_id", "message_id") if k in params}
+        running = await self.store.list_jobs(statuses=list(RUNNING))
+        if running:
+            # Two trainings at once would share one GPU (or the CPU cores) and likely both run out of memory.
+            raise CloneusError(f"job {running[0].id} `{running[0].name}` is still running; wait or /admin cancel it")
         await asyncio.to_thread(self._validate, params)
         await self._apply_opt_outs(Path(params["chatlog"]))
         job_id = await self.store.create_job(

@@ -144,9 +144,14 @@ class ReplyService:
         avatar = member.display_avatar.url if member else None
 
         async def send(content: str) -> discord.WebhookMessage:
-            return await hook.send(
-                content, username=username, avatar_url=avatar, allowed_mentions=SAFE_MENTIONS, wait=True
-            )
+            nonlocal hook
+            options = {"username": username, "avatar_url": avatar, "allowed_mentions": SAFE_MENTIONS, "wait": True}
+            try:
+                return await hook.send(content, **options)
+            except discord.NotFound:  # someone deleted the webhook in the channel settings: make a new one
+                self._webhooks.pop(channel.id, None)
+                hook = await self.webhook(channel)
+                return await hook.send(content, **options)
 
         async def edit(message: Any, content: str) -> None:
             await hook.edit_message(message.id, content=content, allowed_mentions=SAFE_MENTIONS)

@@ -134,6 +134,12 @@ class TestSpeak:
         reply = await recorded(drv, int(posted[0]["id"]))
         assert reply.request["webhook_id"] == int(posted[0]["webhook_id"])
 
+        drv.fake.webhooks.clear()  # an admin deletes the webhook in the channel settings
+        again = await drv.slash("clone speak", author="bob", seed="new hook", max_new_tokens=2)
+        await again.done(lambda r: "Posted as" in r.text)
+        assert [h["name"] for h in drv.fake.webhooks.values()] == ["CloneUs"]
+        assert drv.fake.channel_messages(drv.fake.channel_ids["general"])[-1]["author"]["username"] == "Bob (clone)"
+
 
 class TestQueueAndCooldown:
     async def test_a_full_queue_answers_busy_and_drops_nobody(self, loaded):

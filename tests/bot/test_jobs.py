@@ -164,6 +164,17 @@ class TestStartValidation:
         assert index.get("alice").opted_out and not index.get("bob").opted_out
         assert job.pid is not None and job.config["chatlog"] == str(chatlog)
 
+    async def test_one_job_at_a_time(self, store, settings, registry, procs):
+        proc = stand_in()
+        procs.append(proc)
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job_id, _ = await running_job(store, jobs, proc)
+        chatlog = settings.chat_dir / "1-2.json"
+        chatlog.write_text("{}", encoding="utf-8")
+        with pytest.raises(CloneusError, match=f"job {job_id} `m1` is still running"):
+            await jobs.start_training({"name": "second", "chatlog": chatlog})
+        assert len(await store.list_jobs()) == 1
+
 
 class TestWatch:
     async def test_progress_is_reported_and_done_registers_the_checkpoint(self, store, settings, registry, procs):
