@@ -84,9 +84,10 @@ def _user(user: discord.abc.User) -> dict[str, Any]:
 def message_to_dce(message: discord.Message) -> dict[str, Any]:
     """One message in DCE's JSON layout (the fields the readers use, plus attachments, reactions and pins)."""
     kind = DCE_KINDS.get(message.type) or message.type.name.title().replace("_", "")
+    roles = message.author.roles if isinstance(message.author, discord.Member) else []
     author = _user(message.author) | {
         "color": None,
-        "roles": [{"id": str(r.id), "name": r.name} for r in getattr(message.author, "roles", [])[1:]],
+        "roles": [{"id": str(r.id), "name": r.name} for r in roles[1:]],  # roles[0] is @everyone
         "avatarUrl": message.author.display_avatar.url,
     }
     out: dict[str, Any] = {

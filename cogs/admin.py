@@ -45,7 +45,8 @@ def is_admin(user: discord.abc.User, permissions: discord.Permissions, settings:
     if user.id in settings.admin_ids or permissions.manage_guild or permissions.administrator:
         return True
     role = settings.admin_role
-    return role is not None and any(r.name == role or str(r.id) == role for r in getattr(user, "roles", []))
+    roles = user.roles if isinstance(user, discord.Member) else []
+    return role is not None and any(r.name == role or str(r.id) == role for r in roles)
 
 
 async def admin_only(interaction: discord.Interaction) -> bool:
