@@ -116,7 +116,8 @@ def timed_reply(clo, history, author, sampling) -> dict:
         first = first or time.perf_counter()
         pieces.append(piece)
     end = time.perf_counter()
-    n = len(clo.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])
+    n = len(clo.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])  # re-encoded: approximate
+    n = min(n, sampling["max_new_tokens"])
     first = first or end
     return {"ttft_s": first - start, "tokens": n, "tok_s": (n - 1) / (end - first) if end > first else 0.0}
 
@@ -139,6 +140,7 @@ def bench_model(label: str, model_id: str, base_dir: Path, frame: pd.DataFrame, 
         fixed = {"seed": 0, "min_new_tokens": args.decode_tokens, "max_new_tokens": args.decode_tokens}
         speaker = authors[1]
 
+        clo.generate(history, speaker, seed=1, max_new_tokens=2)  # warm-up: first-call overheads out of "cold"
         cold, warm = [], []
         for _ in range(args.repeats):
             clo.backend.prefix.clear()

@@ -49,10 +49,10 @@ class TestGenerate:
         assert "".join(pieces) == clo.generate(HISTORY, "bob", **GREEDY)
 
     def test_closing_a_stream_stops_generation(self, clo):
-        stream = clo.stream_generate(HISTORY, "alice", do_sample=False, min_new_tokens=200, max_new_tokens=200)
+        stream = clo.stream_generate(HISTORY, "alice", do_sample=False, min_new_tokens=60, max_new_tokens=60)
         first = next(stream)
         stream.close()  # joins the generate thread, which stops at its next step
-        full = clo.generate(HISTORY, "alice", do_sample=False, min_new_tokens=200, max_new_tokens=200)
+        full = clo.generate(HISTORY, "alice", do_sample=False, min_new_tokens=60, max_new_tokens=60)
         assert full.startswith(first) and len(full) > len(first)
 
     def test_seed_text_starts_the_reply(self, clo):
