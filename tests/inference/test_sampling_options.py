@@ -58,6 +58,10 @@ class TestSamplingOptions:
         assert (opts.temperature, opts.top_k, opts.min_p) == (0.5, 7, 0.2)
         assert base.min_p == SamplingOptions().min_p
 
+    def test_merged_keeps_track_of_what_was_chosen(self):
+        opts = SamplingOptions.parse({"top_k": 7}).merged(min_p=0.2)
+        assert opts.model_dump(exclude_unset=True) == {"top_k": 7, "min_p": 0.2}
+
     def test_mirostat_v1_is_refused_with_the_fix(self):
         with pytest.raises(ConfigError, match=r"mirostat_mode=1: Mirostat v1 is not implemented; use 0 .* or 2"):
             SamplingOptions.parse({"mirostat_mode": 1})

@@ -66,7 +66,9 @@ def _penalty(name: str, opts: SamplingOptions, breaker_ids: list[int]) -> Logits
     return None
 
 
-def _sampler(name: str, opts: SamplingOptions, seed: int, protected_ids: list[int], prompt_length: int):
+def _sampler(
+    name: str, opts: SamplingOptions, seed: int, protected_ids: list[int], prompt_length: int
+) -> LogitsProcessor | None:
     from cloneus.inference.sampling import temperature as t
     from cloneus.inference.sampling import truncation as tr
     from cloneus.inference.sampling.xtc import XTC

@@ -178,7 +178,9 @@ class SamplingOptions(BaseModel):
         Raises:
             ConfigError: naming each bad key and its valid range.
         """
-        data = self.model_dump()
+        # Only the keys set here are carried over, so `model_dump(exclude_unset=True)` keeps meaning "what differs
+        # from the defaults by choice" (fields left unset hold the defaults either way).
+        data = self.model_dump(exclude_unset=True)
         data.update({key: value for key, value in overrides.items() if value is not None})
         return type(self).parse(data)
 
