@@ -89,6 +89,22 @@ class TestExportAndIndex:
         assert "run /admin export first" in rec.text
 
 
+class TestTrainRefusals:
+    async def test_no_export_bad_name_and_bad_option_start_nothing(self, drv, tiny_model_dir, tmp_path):
+        rec = await admin(drv, "admin train", max_steps=1)
+        assert "run /admin export first" in rec.text
+        write_train_config(drv.settings.config_path, tiny_model_dir, tmp_path)
+        seed_messages(drv.fake, drv.fake.channel_ids["general"], 3)
+        await admin(drv, "admin export")
+        rec = await admin(drv, "admin train", name="../escape")
+        assert "name '../escape'" in rec.text
+        rec = await admin(drv, "admin train", chunk_size=8, epochs=0.0)
+        assert "training.num_epochs" in rec.text
+        assert await drv.bot.store.list_jobs() == []
+        failed = [m["content"] for m in drv.fake.channel_messages(drv.fake.channel_ids["general"])]
+        assert any(c.startswith("❌ Training `") and "not started" in c for c in failed)
+
+
 class TestSchedule:
     async def test_schedule_persists_across_restart_and_off_removes_it(self, start_bot):
         async with start_bot() as drv:

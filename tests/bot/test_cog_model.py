@@ -25,6 +25,17 @@ async def test_list_marks_the_loaded_default_and_shows_perplexity(drv, tiny_chec
     assert "eval perplexity: ?" in shown["▶ ★ tiny"]
 
 
+async def test_list_without_models_says_how_to_get_one(start_bot, bot_settings, tmp_path):
+    empty = bot_settings.model_copy(update={"models_json": tmp_path / "none.json"})
+    async with start_bot(empty) as drv:
+        rec = await drv.slash("model list")
+        await rec.answered()
+        assert "No models registered yet" in rec.text
+        status = await drv.slash("model status")
+        await status.answered()
+        assert status.original["embeds"][0]["title"] == "Model: — (not loaded)"
+
+
 async def test_switch_hot_swaps_to_a_registered_name_only(drv, tiny_model_dir, tmp_path):
     other = write_tiny_checkpoint(tiny_model_dir, tmp_path / "other" / "checkpoint-2")
     drv.bot.registry.register("other", "a second adapter", other)
