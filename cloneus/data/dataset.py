@@ -353,7 +353,7 @@ def prepare_dataset(
         if links is not None:
             links.close()
         return _load(entry, formatter.tokens_added)
-    timer.lap("users")
+    timer.lap("setup")
 
     result = load_clean()
     dropped = dict(result.dropped)

@@ -148,6 +148,8 @@ class ChatFormatter:
             pre += self._system + (self.fmt.postfix or "\n")
         if not self._sep:
             logger.warning("format.tag_sep is empty with tag_only: tags run straight into message text")
+        if not self.fmt.postfix:
+            logger.warning("format.postfix is empty with tag_only: each message runs straight into the next tag")
         return pre
 
     # ---- assembly ------------------------------------------------------------------------------------------------

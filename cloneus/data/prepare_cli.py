@@ -64,10 +64,14 @@ def print_stats(stats: dict, lengths: Sequence[int], chunk_size: int) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    import datasets
+
     from cloneus.config import load_config
     from cloneus.data.dataset import prepare_dataset
     from cloneus.models.loading import load_tokenizer
 
+    # The statistics are this command's output; the cache writer's progress bars would only interleave with them.
+    datasets.disable_progress_bars()
     cfg = load_config(args.config, args.set)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_dataset(cfg, tokenizer, args.data)
