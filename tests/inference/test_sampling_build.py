@@ -154,14 +154,14 @@ def generate(tiny, opts: SamplingOptions, prompt: str = "hello there, how are yo
 
 class TestSeededGeneration:
     def test_same_seed_same_tokens_different_seed_different_tokens(self, tiny):
-        opts = SamplingOptions(seed=1234, max_new_tokens=10, **EVERYTHING)
+        opts = SamplingOptions(seed=1234, max_new_tokens=8, **EVERYTHING)
         first = generate(tiny, opts)
         assert first == generate(tiny, opts)
         assert first != generate(tiny, opts.merged(seed=4321))
         assert first[0] != first[1]  # rows of one batch draw independently
 
     def test_mirostat_generation_is_reproducible(self, tiny):
-        opts = SamplingOptions(seed=7, max_new_tokens=10, mirostat_mode=2, mirostat_tau=3.0)
+        opts = SamplingOptions(seed=7, max_new_tokens=8, mirostat_mode=2, mirostat_tau=3.0)
         assert generate(tiny, opts) == generate(tiny, opts)
 
     def test_greedy_options_decode_greedily(self, tiny):
@@ -170,6 +170,24 @@ class TestSeededGeneration:
 
     def test_min_new_tokens_holds_back_eos(self, tiny):
         model, tokenizer = tiny
-        opts = SamplingOptions(seed=3, max_new_tokens=6, min_new_tokens=6, temperature=5.0, top_k=0, top_p=1.0)
-        for row in generate(tiny, opts):
-            assert tokenizer.eos_token_id not in row
+        eos = tokenizer.eos_token_id
+
+        def favour_eos(input_ids, scores):
+            """Make end-of-turn all but certain (unless transformers already banned it)."""
+            return scores.index_add(1, torch.tensor([eos]), torch.full((scores.shape[0], 1), 100.0))
+
+        ids = tokenizer(["hello there"], return_tensors="pt").input_ids
+        lengths = []
+        for min_new in (0, 6):
+            opts = SamplingOptions(seed=3, max_new_tokens=6, min_new_tokens=min_new)
+            processors = build_logits_processor(
+                opts, eos_token_ids=[eos], newline_token_ids=[], prompt_length=ids.shape[1]
+            )
+            processors.insert(0, favour_eos)
+            with torch.no_grad():
+                out = model.generate(
+                    ids, logits_processor=processors, pad_token_id=tokenizer.pad_token_id, **generation_kwargs(opts)
+                )
+            lengths.append(out.shape[1] - ids.shape[1])
+            assert (eos in out[0, ids.shape[1] :].tolist()) == (min_new == 0)
+        assert lengths == [1, 6]
