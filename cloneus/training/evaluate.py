@@ -71,11 +71,11 @@ def continuation_logprobs(model, tokenizer, prefix: str, continuations: list[str
         first = logprobs[k - 1, full[k]].item()
         rest = full[k:]
         if len(rest) > 1:
-            cache = copy.deepcopy(out.past_key_values)
+            cache = copy.deepcopy(out.cache)
             if k < len(prefix_ids):
                 cache.crop(k - len(prefix_ids))  # a negative count drops that many trailing positions
             with torch.no_grad():
-                step = model(input_ids=torch.tensor([rest[:-1]], device=model.device), past_key_values=cache)
+                step = model(input_ids=torch.tensor([rest[:-1]], device=model.device), cache=cache)
             lp = step.logits[0].float().log_softmax(-1)  # (len(rest)-1, V)
             first += lp.gather(-1, torch.tensor(rest[1:], device=lp.device)[:, None]).sum().item()
         scores.append(first)
