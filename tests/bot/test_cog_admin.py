@@ -20,6 +20,7 @@ from tests.bot.test_export import seed_messages
 
 ADMIN = discord.Permissions.all().value
 IN_PROGRESS = "📥 Exporting"
+POLL_S = 0.2
 
 
 async def admin(drv, command: str, **options):
@@ -203,6 +204,7 @@ async def export_chat(drv) -> None:
 class TestTraining:
     async def test_train_reports_progress_registers_and_the_model_switches_in(self, start_bot, training_settings):
         async with start_bot(training_settings) as drv:
+            drv.bot.jobs.poll_interval_s = POLL_S  # two tiny steps can finish within one default 2 s poll
             await export_chat(drv)
             rec = await admin(drv, "admin train", max_steps=2, name="fresh")
             assert "Started training job" in rec.text and "`fresh`" in rec.text
@@ -211,6 +213,8 @@ class TestTraining:
 
             finished = await until(lambda: _final(drv.bot.store, job.id), timeout=180)
             assert finished.status == "done", finished.error
+            # The job row is final just before the watcher makes its last edit.
+            await drv.wait_for(lambda: drv.fake.history[progress_id][-1].startswith("✅"), timeout=30)
             versions = drv.fake.history[progress_id]
             assert versions[0].startswith("⏳ Training `fresh`: starting")
             assert any("/2 ·" in v or v.endswith("/2`") for v in versions[1:-1]), versions  # a progress edit
@@ -244,7 +248,7 @@ class TestTraining:
             assert "Sent SIGTERM" in rec.text
             finished = await until(lambda: _final(drv.bot.store, job.id), timeout=120)
             assert finished.status == "cancelled" and finished.checkpoint
-            assert drv.fake.history[job.message_id][-1].startswith("⏹️ Training job")
+            await drv.wait_for(lambda: drv.fake.history[job.message_id][-1].startswith("⏹️ Training job"), 30)
             assert drv.bot.registry.get("long") is None
 
 
