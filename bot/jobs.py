@@ -127,6 +127,7 @@ class JobManager:
         self.poll_interval_s = poll_interval_s
         self.jobs_dir = Path(settings.db_path).parent / "jobs"
         self._watches: dict[int, _Watch] = {}
+        self._start_lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
 
     def build_command(self, params: dict[str, Any], progress_file: Path) -> list[str]:
@@ -192,15 +193,17 @@ class JobManager:
         """
         params = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
         where = {k: params.pop(k) for k in ("guild_id", "channel_id", "message_id") if k in params}
-        running = await self.store.list_jobs(statuses=list(RUNNING))
-        if running:
-            # Two trainings at once would share one GPU (or the CPU cores) and likely both run out of memory.
-            raise CloneusError(f"job {running[0].id} `{running[0].name}` is still running; wait or /admin cancel it")
-        await asyncio.to_thread(self._validate, params)
-        await self._apply_opt_outs(Path(params["chatlog"]))
-        job_id = await self.store.create_job(
-            config=params, run_dir=None, pid=None, status="starting", name=params["name"], **where
-        )
+        async with self._start_lock:  # the check and the new row together, or two commands could both pass
+            running = await self.store.list_jobs(statuses=list(RUNNING))
+            if running:
+                # Two trainings at once would share one GPU (or the CPU cores) and likely both run out of memory.
+                job = running[0]
+                raise CloneusError(f"job {job.id} `{job.name}` is still running; wait or /admin cancel it")
+            await asyncio.to_thread(self._validate, params)
+            await self._apply_opt_outs(Path(params["chatlog"]))
+            job_id = await self.store.create_job(
+                config=params, run_dir=None, pid=None, status="starting", name=params["name"], **where
+            )
         job_dir = self.jobs_dir / f"job-{job_id}"
         job_dir.mkdir(parents=True, exist_ok=True)
         progress_file, log_file = job_dir / "progress.jsonl", job_dir / "train.log"
