@@ -107,8 +107,14 @@ class LocalBackend:
         """Token ids of a fully rendered prompt; the chat template already wrote any BOS into the text."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _prefilled(self, ids: list[int], batch_size: int = 1) -> DynamicCache | None:
-        """A fork of the prefix cache covering as much of `ids[:-1]` as the bound allows, prefilling what's new.
+    def _prefilled(self, ids: list[int], batch_size: int = 1, *, keep: bool = True) -> DynamicCache | None:
+        """A cache covering as much of `ids[:-1]` as the bound allows, reusing the stored prefix and prefilling
+        what's new. It is always the caller's to extend.
+
+        Args:
+            batch_size (`int`, *optional*, defaults to 1): rows of the returned cache.
+            keep (`bool`, *optional*, defaults to `True`): store the prefilled prefix before handing out a fork.
+                A single-row generate passes False and stores its extended cache afterwards, which saves a copy.
 
         Returns None when the prefix cache is off; generate then prefills everything itself.
         """
@@ -128,6 +134,8 @@ class LocalBackend:
             positions = torch.arange(reused, len(target), device=self.model.device).unsqueeze(0)
             with torch.no_grad():
                 self.model(input_ids=tail, cache=cache, position_ids=positions, use_cache=True)
+            if not keep and batch_size == 1:
+                return cache
             self.prefix.store(target, cache)
             if not self.prefix.enabled:
                 return None
@@ -191,7 +199,7 @@ class LocalBackend:
         import torch
 
         with self._lock:
-            cache = self._prefilled(ids)
+            cache = self._prefilled(ids, keep=False)
             rows = torch.tensor([ids], device=self.model.device)  # (1, T)
             out = self._generate(rows, torch.ones_like(rows), cache, opts, stops, streamer=streamer, cancel=cancel)
             if cache is not None:
