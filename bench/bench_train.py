@@ -289,9 +289,13 @@ def main() -> int:
         if args.quality or args.quality_only:
             out["quality"] = quality(args, work, chat)
             print_quality(out["quality"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"written to {RESULTS}")
+    # One file per kind of run, so a throughput run and a quality run started side by side both keep their numbers.
+    suffix = "_" + "_".join(args.models) if args.models != ["tiny", "smollm2"] else ""
+    suffix = "_quality" if args.quality_only else suffix
+    results = RESULTS.with_name(f"bench_train{suffix}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"written to {results}")
     return 0
 
 
