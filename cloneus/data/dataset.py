@@ -2,26 +2,19 @@
 
 `prepare_dataset` runs the whole data pipeline: read, clean, drop opted-out/excluded users and bots, optional
 YouTube link tags, sessions per `hours_between_sessions` cutoff, chunks of at most `chunk_size` tokens, and labels.
-The result is cached under `dataset.cache_dir` keyed by a hash of everything it depends on: the chat file's bytes,
-the user index, the config sections that shape the data, the tokenizer's vocabulary and chat template, and
-`FORMAT_VERSION` (bump it when the output of this code changes). A cache entry is written to a temporary folder
-and renamed into place, so a crash never leaves half an entry.
+The result is cached under `dataset.cache_dir` (`cloneus.data.dataset_cache` says what the key covers), so `train`
+after `prepare`, or a second run, loads it instead of rebuilding it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloneus.errors import CloneusError, ConfigError, DataFormatError
-from cloneus.io import atomic_write_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,9 +27,6 @@ if TYPE_CHECKING:
     from cloneus.data.users import UserIndex
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-HASH_BLOCK_BYTES = 1 << 20
 
 
 @dataclass
@@ -62,38 +52,6 @@ class PreparedData:
     stats: dict[str, Any]
     tokens_added: list[str] = field(default_factory=list)
     cache_path: Path | None = None
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tokenizer_digest(tokenizer: Any) -> str:
-    """Hash of what decides token ids: the vocabulary (added tokens included) and the chat template."""
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    parts = [type(tokenizer).__name__, vocab, tokenizer.chat_template or "", str(tokenizer.eos_token)]
-    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
-
-
-def cache_key(cfg: CloneusConfig, chat_digest: str, users: UserIndex, tokenizer: Any, youtube_on: bool) -> str:
-    """Everything the prepared data depends on, hashed. Paths and the cache dir itself are left out."""
-    data = cfg.dataset.model_dump(mode="json", exclude={"cache_dir", "chatlog", "users_json"})
-    parts = {
-        "version": FORMAT_VERSION,
-        "chat": chat_digest,
-        "users": users.model_dump(mode="json"),
-        "dataset": data,
-        "format": cfg.format.model_dump(mode="json"),
-        "prompt": cfg.prompt.model_dump(mode="json"),
-        "chunk_size": cfg.training.chunk_size,
-        "youtube": cfg.youtube.tag_format if youtube_on else None,
-        "tokenizer": tokenizer_digest(tokenizer),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
 def _load_users(cfg: CloneusConfig, frame_loader) -> UserIndex:
@@ -235,31 +193,6 @@ def _to_dataset(chunks: Chunks) -> Dataset:
     return Dataset(InMemoryTable(table))
 
 
-def _save(entry: Path, prepared: PreparedData) -> None:
-    """Write a cache entry into a temporary folder, then rename it into place in one step."""
-    tmp = entry.parent / f".tmp-{entry.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    prepared.train.save_to_disk(str(tmp / "train"))
-    if prepared.eval is not None:
-        prepared.eval.save_to_disk(str(tmp / "eval"))
-    meta = {"stats": prepared.stats, "eval_conversations": prepared.eval_conversations}
-    atomic_write_json(tmp / "meta.json", meta, indent=0)
-    try:
-        os.replace(tmp, entry)
-    except OSError:  # another process finished the same entry first; theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _load(entry: Path, tokens_added: list[str]) -> PreparedData:
-    from datasets import load_from_disk
-
-    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
-    eval_ds = load_from_disk(str(entry / "eval")) if (entry / "eval").is_dir() else None
-    conversations = [[(a, t) for a, t in conv] for conv in meta["eval_conversations"]]
-    stats = {**meta["stats"], "cached": True}
-    return PreparedData(load_from_disk(str(entry / "train")), eval_ds, conversations, stats, tokens_added, entry)
-
-
 def _count_tokens(chunks: Chunks) -> dict[str, int]:
     return {"total": int(len(chunks.ids)), "labelled": int((chunks.labels != -100).sum())}
 
@@ -302,6 +235,30 @@ def _group_sessions(gaps: np.ndarray | None, n: int, cfg: CloneusConfig) -> tupl
     return split, train, held_out
 
 
+def _check_inputs(cfg: CloneusConfig, tokenizer: Any, chatlog: str | Path | None) -> Path:
+    source = chatlog or cfg.dataset.chatlog
+    if source is None:
+        raise ConfigError("dataset.chatlog is not set; pass -d FILE or set dataset.chatlog in the config")
+    path = Path(source)
+    if not path.is_file():
+        raise CloneusError(f"{path}: chat export not found")
+    if not tokenizer.is_fast:
+        raise ConfigError(
+            f"model.model_id {cfg.model.model_id!r}: its tokenizer has no fast (Rust) version, which dataset "
+            "preparation needs for token offsets; install `tokenizers` support for it or pick another model"
+        )
+    return path
+
+
+def _split_stats(train_groups: dict, eval_groups: dict, train_chunks: Chunks, eval_chunks: Chunks) -> dict:
+    return {
+        "sessions": {f"{h:g}h": {"train": len(train_groups[h]), "eval": len(eval_groups[h])} for h in train_groups},
+        "chunks": {"train": len(train_chunks.ranges), "eval": len(eval_chunks.ranges)},
+        "truncated_messages": train_chunks.truncated + eval_chunks.truncated,
+        "tokens": {"train": _count_tokens(train_chunks), "eval": _count_tokens(eval_chunks)},
+    }
+
+
 def prepare_dataset(
     cfg: CloneusConfig,
     tokenizer: Any,
@@ -323,17 +280,13 @@ def prepare_dataset(
             `dataset.allow_truncation`.
     """
     from cloneus.data.clean import clean_messages
+    from cloneus.data.dataset_cache import cache_key, file_digest, load_entry, save_entry
     from cloneus.data.formatting import ChatFormatter
     from cloneus.data.readers import read_chat
     from cloneus.data.sessions import silence_hours
     from cloneus.plugins.youtube import YouTubeLinks
 
-    source = chatlog or cfg.dataset.chatlog
-    if source is None:
-        raise ConfigError("dataset.chatlog is not set; pass -d FILE or set dataset.chatlog in the config")
-    path = Path(source)
-    if not path.is_file():
-        raise CloneusError(f"{path}: chat export not found")
+    path = _check_inputs(cfg, tokenizer, chatlog)
     timer, cleaned = _Timer(), []
 
     def load_clean():
@@ -347,12 +300,16 @@ def prepare_dataset(
     users = users if users is not None else _load_users(cfg, lambda: load_clean().frame)
     formatter = ChatFormatter(tokenizer, cfg.format, cfg.prompt, users, masked_authors=cfg.dataset.masked_authors)
     links = YouTubeLinks.from_env(cfg.youtube)
-    entry = Path(cfg.dataset.cache_dir) / cache_key(cfg, _file_digest(path), users, tokenizer, links is not None)
-    if (entry / "meta.json").is_file():
+    entry = Path(cfg.dataset.cache_dir) / cache_key(cfg, file_digest(path), users, tokenizer, links is not None)
+    cached = load_entry(entry)
+    if cached is not None:
         logger.info("using the prepared dataset cached in %s", entry)
         if links is not None:
             links.close()
-        return _load(entry, formatter.tokens_added)
+        train, eval_ds, meta = cached
+        conversations = [[(a, t) for a, t in conv] for conv in meta["eval_conversations"]]
+        stats = {**meta["stats"], "cached": True}
+        return PreparedData(train, eval_ds, conversations, stats, formatter.tokens_added, entry)
     timer.lap("setup")
 
     result = load_clean()
@@ -379,10 +336,7 @@ def prepare_dataset(
         "dropped": dropped,
         "users": {"in_index": len(users.users), "trainable": len(users.trainable()), "in_chat": len(set(authors))},
         "timestamps": gaps is not None,
-        "sessions": {f"{h:g}h": {"train": len(train_groups[h]), "eval": len(eval_groups[h])} for h in train_groups},
-        "chunks": {"train": len(train_chunks.ranges), "eval": len(eval_chunks.ranges)},
-        "truncated_messages": train_chunks.truncated + eval_chunks.truncated,
-        "tokens": {"train": _count_tokens(train_chunks), "eval": _count_tokens(eval_chunks)},
+        **_split_stats(train_groups, eval_groups, train_chunks, eval_chunks),
         "eval_messages": len(frame) - split,
         "cached": False,
         "seconds": timer.seconds,
@@ -396,6 +350,7 @@ def prepare_dataset(
         cache_path=entry,
     )
     entry.parent.mkdir(parents=True, exist_ok=True)
-    _save(entry, prepared)
+    meta = {"stats": stats, "eval_conversations": prepared.eval_conversations}
+    save_entry(entry, prepared.train, prepared.eval, meta)
     timer.lap("save")
     return prepared
