@@ -35,7 +35,8 @@ DEMO_SETTINGS = {
     },
     "dataset": {"eval_frac": 0.1},
 }
-MAX_NEW_TOKENS = 60
+# A 30-step finetune of a 135M model loops easily; DRY penalises repeating a phrase from earlier in the chat.
+DEMO_SAMPLING = {"max_new_tokens": 60, "temperature": 0.9, "dry_multiplier": 0.8}
 
 
 def demo_config(steps: int, users_json: Path):
@@ -101,9 +102,9 @@ def run_demo(
     write(f"  {history[0][0]}: {history[0][1]}")
     for turn in range(turns):
         author = clone.predict_author(history, "weighted", exclude=[history[-1][0]], seed=turn)
-        text = clone.generate(history, author, seed=turn, max_new_tokens=MAX_NEW_TOKENS)
+        text = clone.generate(history, author, seed=turn, **DEMO_SAMPLING)
         history.append((author, text))
-        write(f"  {author}: {text}")
+        write(f"  {author}: " + text.replace("\n", "\n    "))
     clone.unload()
     write("")
     write(f"talk to them yourself: python -m cloneus chat {result.checkpoint}")

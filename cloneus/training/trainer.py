@@ -210,61 +210,18 @@ def train(
     Raises:
         CloneusError: bad config, data or checkpoint; the message says which.
     """
-    from transformers import Trainer
-
-    from cloneus.data.dataset import prepare_dataset
-    from cloneus.models.loading import load_tokenizer, resolve_model
-    from cloneus.training.callbacks import CheckpointFilesCallback, ProgressCallback, StopOnSignalCallback
-    from cloneus.training.packing import PaddingFreeCollator, pack_dataset
-
-    started = time.monotonic()
     state = distributed_state()
-    if resume is not None:
-        run = RunDir.of_checkpoint(resume)
-        logger.info("resuming %s from step %d", run.path, checkpoint_step(resume))
-    else:
-        alias = resolve_model(cfg.model.model_id).alias
-        run = RunDir.for_new_run(cfg, alias, _agree_on_run_name(run_name))
-    users = users if users is not None else load_users(cfg, chatlog)
-    # The config written to the run and every checkpoint is fully resolved: it names the chat and the participants.
-    cfg = cfg.model_copy(deep=True)
-    if chatlog is not None:
-        cfg.dataset.chatlog = str(chatlog)
-    if cfg.prompt.name_mapping is None:
-        cfg.prompt.name_mapping = users.name_mapping(cfg.format.author_tag)
-    progress = ProgressLog([run.progress_path] + ([Path(progress_file)] if progress_file else []))
-    if state.is_main_process:
-        run.write_start(cfg, users)
-    logger.info("run directory: %s", run.path)
-
+    # Errors go to the bot's --progress-file even before the run directory is known.
+    progress = ProgressLog([Path(progress_file)] if progress_file else [])
+    run = None
     try:
-        tokenizer = load_tokenizer(cfg.model)
-        with state.main_process_first():
-            data = prepare_dataset(cfg, tokenizer, users=users)
-        if cfg.training.packing:
-            train_set = pack_dataset(data.train, cfg.training.chunk_size)
-            eval_set = pack_dataset(data.eval, cfg.training.chunk_size) if data.eval is not None else None
-        else:
-            train_set, eval_set = data.train, data.eval
-        model = _prepare_model(cfg, tokenizer, data.tokens_added)
-        stopper = StopOnSignalCallback()
-        trainer = Trainer(
-            model=model,
-            args=training_arguments(cfg, run.path, has_eval=eval_set is not None),
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            data_collator=PaddingFreeCollator(),
-            processing_class=tokenizer,
-            callbacks=[ProgressCallback(progress, run), CheckpointFilesCallback(run, cfg, users, progress), stopper],
+        run, cfg, users = _start_run(
+            cfg, state, progress, chatlog=chatlog, run_name=run_name, resume=resume, users=users
         )
-        with stopper:
-            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        eval_loss = None
-        if eval_set is not None and not stopper.received:
-            eval_loss = _final_eval_loss(trainer)
+        return _run(cfg, state, progress, run, users, resume)
     except KeyboardInterrupt:
         if state.is_main_process:
-            last = run.checkpoints()
+            last = run.checkpoints() if run is not None else []
             progress.write("interrupted", checkpoint=str(last[-1]) if last else None, signal="SIGINT")
         raise
     except Exception as e:
@@ -272,14 +229,76 @@ def train(
             progress.write("error", message=f"{type(e).__name__}: {e}")
         raise
 
+
+def _start_run(cfg: CloneusConfig, state, progress: ProgressLog, *, chatlog, run_name, resume, users):
+    """Pick the run directory, resolve the config and write config.yaml + users.json."""
+    from cloneus.models.loading import resolve_model
+
+    if resume is not None:
+        run = RunDir.of_checkpoint(resume)
+        logger.info("resuming %s from step %d", run.path, checkpoint_step(resume))
+    else:
+        run = RunDir.for_new_run(cfg, resolve_model(cfg.model.model_id).alias, _agree_on_run_name(run_name))
+    progress.paths.insert(0, run.progress_path)
+    users = users if users is not None else load_users(cfg, chatlog)
+    # The config written to the run and every checkpoint is fully resolved: it names the chat and the participants.
+    cfg = cfg.model_copy(deep=True)
+    if chatlog is not None:
+        cfg.dataset.chatlog = str(chatlog)
+    if cfg.prompt.name_mapping is None:
+        cfg.prompt.name_mapping = users.name_mapping(cfg.format.author_tag)
+    if state.is_main_process:
+        run.write_start(cfg, users)
+    logger.info("run directory: %s", run.path)
+    return run, cfg, users
+
+
+def _datasets(cfg: CloneusConfig, tokenizer, users: UserIndex, state):
+    """Tokenized train/eval sets (packed when `training.packing`) and the tokens the formatter added."""
+    from cloneus.data.dataset import prepare_dataset
+    from cloneus.training.packing import pack_dataset
+
+    with state.main_process_first():
+        data = prepare_dataset(cfg, tokenizer, users=users)
+    if not cfg.training.packing:
+        return data.train, data.eval, data.tokens_added
+    eval_set = pack_dataset(data.eval, cfg.training.chunk_size) if data.eval is not None else None
+    return pack_dataset(data.train, cfg.training.chunk_size), eval_set, data.tokens_added
+
+
+def _run(cfg: CloneusConfig, state, progress: ProgressLog, run: RunDir, users: UserIndex, resume) -> TrainResult:
+    """Datasets, model and Trainer for a started run; writes metrics, the loss plot and the final event."""
+    from transformers import Trainer
+
+    from cloneus.models.loading import load_tokenizer
+    from cloneus.training.callbacks import CheckpointFilesCallback, ProgressCallback, StopOnSignalCallback
+    from cloneus.training.packing import PaddingFreeCollator
+
+    started = time.monotonic()
+    tokenizer = load_tokenizer(cfg.model)
+    train_set, eval_set, tokens_added = _datasets(cfg, tokenizer, users, state)
+    stopper = StopOnSignalCallback()
+    trainer = Trainer(
+        model=_prepare_model(cfg, tokenizer, tokens_added),
+        args=training_arguments(cfg, run.path, has_eval=eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=PaddingFreeCollator(),
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback(progress, run), CheckpointFilesCallback(run, cfg, users, progress), stopper],
+    )
+    with stopper:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    eval_loss = _final_eval_loss(trainer) if eval_set is not None and not stopper.received else None
+
     checkpoints = run.checkpoints()
-    checkpoint = checkpoints[-1] if checkpoints else None
+    checkpoint = str(checkpoints[-1]) if checkpoints else None
     metrics = _final_metrics(trainer, output, started, eval_loss)
     if state.is_main_process:
         run.write_metrics(metrics)
         run.write_loss_plot(trainer.state.log_history)
         if stopper.received:
-            progress.write("interrupted", checkpoint=str(checkpoint) if checkpoint else None, signal=stopper.received)
+            progress.write("interrupted", checkpoint=checkpoint, signal=stopper.received)
         else:
-            progress.write("done", checkpoint=str(checkpoint) if checkpoint else None, metrics=metrics)
-    return TrainResult(run.path, checkpoint, stopper.received, metrics)
+            progress.write("done", checkpoint=checkpoint, metrics=metrics)
+    return TrainResult(run.path, checkpoints[-1] if checkpoints else None, stopper.received, metrics)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cloneus.cli import main
+from cloneus.errors import CloneusError
 from cloneus.training.callbacks import StopOnSignalCallback
 from cloneus.training.trainer import train
 
@@ -118,8 +119,15 @@ class TestResumeAndCli:
     def test_existing_run_name_is_refused(self, tiny_model_dir, chat_csv, tmp_path):
         cfg = tiny_config(tiny_model_dir, tmp_path, max_steps=1)
         train(cfg, chatlog=chat_csv, run_name="same")
-        with pytest.raises(Exception, match="already holds a run"):
+        with pytest.raises(CloneusError, match="already holds a run"):
             train(cfg, chatlog=chat_csv, run_name="same")
+
+    def test_a_failing_run_reports_an_error_event(self, tiny_model_dir, tmp_path):
+        progress = tmp_path / "job.jsonl"
+        with pytest.raises(CloneusError, match="missing.csv"):
+            train(tiny_config(tiny_model_dir, tmp_path), chatlog=tmp_path / "missing.csv", progress_file=progress)
+        last = read_events(progress)[-1]
+        assert last["event"] == "error" and "missing.csv" in last["message"]
 
     def test_bad_override_is_a_user_error(self, tmp_path, capsys):
         cfg = tmp_path / "c.yaml"
