@@ -327,3 +327,20 @@ class TestPrepareCli:
         config.write_text(f"model:\n  model_id: {tiny_model_dir}\n")
         assert cli_main(["prepare", "-c", str(config), "--set", "dataset.eval_fracc=0.1"]) == 2
         assert "eval_frac" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+class TestBuiltinTokenizer:
+    def test_demo_chat_with_smollm2_has_no_injected_system_prompt(self, tmp_path):
+        """The real SmolLM2 tokenizer (its template injects a default system prompt) on the shipped demo chat."""
+        from cloneus.models.loading import load_tokenizer
+
+        cfg = make_cfg(tmp_path, Path("unused"), prompt={"template": None}, training={"chunk_size": 512})
+        cfg.model.model_id = "builtin:smollm2-135m"
+        tokenizer = load_tokenizer(cfg.model)
+        data = prepare_dataset(cfg, tokenizer, Path(__file__).resolve().parents[2] / "data/demo/demo_chat.json")
+        assert data.stats["chunks"]["train"] > 0 and max(data.train["length"]) <= 512
+        for row in data.train:
+            text = tokenizer.decode(row["input_ids"])
+            assert "SmolLM" not in text and text.startswith("<|im_start|>")
+            assert row["labels"][0] != IGNORE_INDEX  # no system prompt: the first turn is trained from its start
