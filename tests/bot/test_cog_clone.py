@@ -336,7 +336,7 @@ async def test_youtube_links_are_encoded_for_the_model_and_decoded_for_discord(d
     await until(lambda: drv.bot.store.recent_context(channel, 5))
     tag = links.encode("https://youtu.be/dQw4w9WgXcQ")
     assert tag != "https://youtu.be/dQw4w9WgXcQ"
-    seed = f"{tag} and https://youtu.be/AAAAAAAAAAA"
+    seed = f"https://youtu.be/AAAAAAAAAAA and {tag} ok"  # generated words follow "ok", never glue onto a link
     before = links.stats()["lookups"]
     rec = await drv.slash("clone speak", author="bob", seed=seed, max_new_tokens=2)
     await rec.answered()
