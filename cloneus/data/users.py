@@ -4,7 +4,8 @@ One object per user, written one per line so the file reads and diffs well by ha
 `first_name` and `is_bot` are the user's edits and survive a rebuild; counts and shares are recomputed from
 the data. `included` is derived (share at least `min_share`, and not a bot, excluded or opted out) and is
 recomputed whenever the index is built, loaded or edited, so a hand edit of it alone has no effect.
-Users below `min_share` stay in the chat as context; they are just not trained as speakers.
+Users below `min_share` stay in the chat as context; they are just not trained as speakers. Excluded and
+opted-out users, and bots, never reach training data or generation at all (DESIGN.md, "Users").
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class User(BaseModel):
     display_name: str = Field(description="Name shown in chat and used for {author} in tags.")
     first_name: str | None = Field(None, description="Used for {fname} in tags; set with `index set --first-name`.")
     is_bot: bool = Field(False, description="Bots are never trained or generated.")
-    excluded: bool = Field(False, description="Kept as context only, never trained or generated.")
+    excluded: bool = Field(False, description="Left out of training data and generation entirely.")
     opted_out: bool = Field(False, description="The person withdrew consent: never trained or generated.")
     message_count: int = Field(0, ge=0, description="Messages in the data the index was built from.")
     share: float = Field(0.0, ge=0, le=1, description="message_count / all messages.")
@@ -139,18 +140,23 @@ class UserIndex(BaseModel):
         if total:
             columns = ["author_id", "author"] + (["username"] if "username" in frame.columns else [])
             columns += ["is_bot"] if "is_bot" in frame.columns else []
+            # Column-wise zip instead of iterrows: a chat like #ubuntu has ~18k authors, and iterrows builds a
+            # Series per row (seconds); this is one pass over plain lists.
             latest = frame.drop_duplicates("author_id", keep="last").set_index("author_id")
-            counts = frame["author_id"].value_counts(sort=False)
-            for author_id, row in latest[columns[1:]].iterrows():
-                count = int(counts[author_id])
+            counts = frame["author_id"].value_counts(sort=False).reindex(latest.index)
+            usernames = latest["username"] if "username" in columns else latest["author"]
+            bot_flags = latest["is_bot"] if "is_bot" in columns else [False] * len(latest)
+            for author_id, author, username, is_bot, count in zip(
+                latest.index, latest["author"], usernames, bot_flags, counts, strict=True
+            ):
                 users.append(
                     User(
                         id=str(author_id),
-                        username=str(row.get("username", row["author"])),
-                        display_name=str(row["author"]),
-                        is_bot=bool(row.get("is_bot", False)),
-                        message_count=count,
-                        share=count / total,
+                        username=str(username),
+                        display_name=str(author),
+                        is_bot=bool(is_bot),
+                        message_count=int(count),
+                        share=int(count) / total,
                     )
                 )
         if existing is not None:
