@@ -107,16 +107,26 @@ class LocalBackend:
         """Token ids of a fully rendered prompt; the chat template already wrote any BOS into the text."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _prefilled(self, ids: list[int], batch_size: int = 1, *, keep: bool = True) -> DynamicCache | None:
-        """A cache covering as much of `ids[:-1]` as the bound allows, reusing the stored prefix and prefilling
-        what's new. It is always the caller's to extend.
+    def _reusable(self, ids: list[int]) -> DynamicCache | None:
+        """A fork of the stored prefix that `ids` starts with (empty when nothing matches), for one-row generate.
 
-        Args:
-            batch_size (`int`, *optional*, defaults to 1): rows of the returned cache.
-            keep (`bool`, *optional*, defaults to `True`): store the prefilled prefix before handing out a fork.
-                A single-row generate passes False and stores its extended cache afterwards, which saves a copy.
+        generate prefills the rest of the prompt itself in the same forward pass that yields the first token, and
+        the caller stores the extended cache afterwards. None when the prefix cache is off.
+        """
+        from transformers import DynamicCache
 
-        Returns None when the prefix cache is off; generate then prefills everything itself.
+        self.last_reused = 0
+        if not self.prefix.enabled:
+            return None
+        reused = self.last_reused = self.prefix.match(ids[:-1][: self.prefix.max_tokens])
+        logger.debug("prefix cache: reused %d of %d prompt tokens", reused, len(ids))
+        return self.prefix.fork(reused) if reused else DynamicCache(config=self.model.config)
+
+    def _prefilled(self, ids: list[int], batch_size: int = 1) -> DynamicCache | None:
+        """A fork of the prefix cache covering as much of `ids[:-1]` as the bound allows, prefilling (and storing)
+        what's new; `batch_size` rows, each the caller's to extend.
+
+        Returns None when the prefix cache is off; the caller then prefills everything itself.
         """
         import torch
         from transformers import DynamicCache
@@ -134,8 +144,6 @@ class LocalBackend:
             positions = torch.arange(reused, len(target), device=self.model.device).unsqueeze(0)
             with torch.no_grad():
                 self.model(input_ids=tail, cache=cache, position_ids=positions, use_cache=True)
-            if not keep and batch_size == 1:
-                return cache
             self.prefix.store(target, cache)
             if not self.prefix.enabled:
                 return None
@@ -199,7 +207,7 @@ class LocalBackend:
         import torch
 
         with self._lock:
-            cache = self._prefilled(ids, keep=False)
+            cache = self._reusable(ids)
             rows = torch.tensor([ids], device=self.model.device)  # (1, T)
             out = self._generate(rows, torch.ones_like(rows), cache, opts, stops, streamer=streamer, cancel=cancel)
             if cache is not None:
