@@ -189,7 +189,14 @@ def throughput(args, work: Path, chat: Path) -> list[dict]:
         cfg = bench_config(model_id, work, args.chunk_size)
         budget = args.tokens or DEFAULT_TOKENS[name]
         ids, labels = conversations(cfg, chat, budget)
-        results = {v: run_variant(model_id, v, ids, labels, args, work) for v in VARIANTS}
+        # Variants alternate across repeats and the fastest run of each counts, so a burst of load from other
+        # processes on a shared machine hits one run, not one variant.
+        results: dict[str, dict] = {}
+        for _ in range(args.repeats):
+            for v in VARIANTS:
+                r = run_variant(model_id, v, ids, labels, args, work)
+                if v not in results or r["useful_tokens_per_s"] > results[v]["useful_tokens_per_s"]:
+                    results[v] = r
         a, b, c = (results[v]["useful_tokens_per_s"] for v in VARIANTS)
         rows.append(
             {
@@ -265,6 +272,7 @@ def main() -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=["tiny", "smollm2"], help="tiny,smollm2")
     parser.add_argument("--messages", type=int, default=4000, help="first N messages of the IRC log")
     parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant; the fastest counts")
     parser.add_argument("--baseline-batch", type=int, default=None, help="padded baseline's batch size")
     parser.add_argument("--tokens", type=int, default=None, help="training tokens per variant (default per model)")
     parser.add_argument("--quality", action="store_true", help="also run the smollm2 quality comparison")

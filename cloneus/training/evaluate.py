@@ -178,8 +178,11 @@ def evaluate_checkpoint(
             f"{checkpoint}: its config holds out no conversations (dataset.eval_frac="
             f"{clone.config.dataset.eval_frac}); nothing to evaluate"
         )
-    rows = [data.eval[i] for i in range(min(max_conversations, len(data.eval)))]
-    conversations = data.eval_conversations[:max_conversations]
+    # Conversations among context-only users have no trained tokens and no cloneable next speaker; skip them.
+    rows = [row for row in data.eval if any(label != -100 for label in row["labels"])][:max_conversations]
+    trainable = {u.display_name for u in clone.users.trainable()}
+    conversations = [c for c in data.eval_conversations if any(a in trainable for a, _ in c[1:])]
+    conversations = conversations[:max_conversations]
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "conversations": len(rows),
