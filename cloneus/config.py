@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloneus.errors import ConfigError
+from cloneus.io import read_yaml_mapping
 
 DEFAULT_CONFIG_PATH = Path("config/train_config.yaml")
 
@@ -251,12 +252,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         ConfigError: naming the file and dotted key of every problem.
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(tree).__name__}")
+    tree = read_yaml_mapping(path, "sections at the top level")
     return config_from_dict(apply_overrides(tree, overrides or []), str(path))

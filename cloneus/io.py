@@ -38,3 +38,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> None:
     """Serialise `obj` first, so an unserialisable value raises before the target is touched."""
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a YAML file whose top level must be a mapping (an empty file is an empty mapping).
+
+    Args:
+        path (`str | Path`): the file.
+        what (`str`): what the mapping holds, for the error, e.g. "sections" or "preset name to options".
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or is not a mapping; the message names the file.
+    """
+    import yaml
+
+    from cloneus.errors import ConfigError
+
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what}, got {type(tree).__name__}")
+    return tree

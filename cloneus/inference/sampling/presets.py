@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cloneus.errors import ConfigError
 from cloneus.inference.sampling.options import SamplingOptions
+from cloneus.io import read_yaml_mapping
 
 USER_PRESETS_PATH = Path("config/sampling_presets.yaml")
 PACKAGED_PRESETS_PATH = Path(__file__).with_name("presets.yaml")
@@ -57,14 +56,7 @@ def load_preset_file(path: str | Path | None = None) -> dict[str, Preset]:
             (the message names the file, the preset and the key).
     """
     path = Path(path) if path is not None else default_presets_path()
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: sampling presets file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of preset name to options, got {type(tree).__name__}")
+    tree = read_yaml_mapping(path, "preset name to options")
     return {str(name): _parse_preset(name, entry, path) for name, entry in tree.items()}
 
 
