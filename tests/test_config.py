@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from cloneus.config import CloneusConfig, apply_overrides, config_from_dict, load_config
 from cloneus.errors import ConfigError
@@ -14,6 +16,21 @@ class TestShippedConfig:
         cfg = load_config(REPO / "config/train_config.yaml")
         defaults = CloneusConfig(model={"model_id": cfg.model.model_id})
         assert cfg.model_dump() == defaults.model_dump()
+
+    def test_every_option_is_listed(self):
+        """A field added to the schema but not to the YAML would be undocumented."""
+        raw = yaml.safe_load((REPO / "config/train_config.yaml").read_text())
+
+        def missing(model: type[BaseModel], tree: dict, prefix: str) -> list[str]:
+            out = []
+            for name, field in model.model_fields.items():
+                if name not in tree:
+                    out.append(prefix + name)
+                elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                    out += missing(field.annotation, tree[name], f"{prefix}{name}.")
+            return out
+
+        assert missing(CloneusConfig, raw, "") == []
 
 
 class TestValidation:
