@@ -230,7 +230,7 @@ def quality(args, work: Path, chat: Path) -> dict:
     result = train(cfg, chatlog=chat, run_name="quality")
     trained = time.perf_counter() - start
     report = evaluate_checkpoint(
-        result.checkpoint, base=True, max_conversations=args.eval_conversations, max_turns=8, samples=2
+        result.checkpoint, base=True, max_conversations=args.eval_conversations, max_turns=args.max_turns, samples=2
     )
     report["train_wall_s"] = trained
     report["train_steps"] = result.metrics["steps"]
@@ -278,7 +278,8 @@ def main() -> int:
     parser.add_argument("--quality", action="store_true", help="also run the smollm2 quality comparison")
     parser.add_argument("--quality-only", action="store_true", help="skip the throughput part")
     parser.add_argument("--quality-steps", type=int, default=40)
-    parser.add_argument("--eval-conversations", type=int, default=6)
+    parser.add_argument("--eval-conversations", type=int, default=30)
+    parser.add_argument("--max-turns", type=int, default=20, help="next-speaker predictions per conversation")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker_spec:
