@@ -252,5 +252,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         ConfigError: naming the file and dotted key of every problem.
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    tree = read_yaml_mapping(path, "sections at the top level")
+    tree = read_yaml_mapping(path, "config file", "sections at the top level")
     return config_from_dict(apply_overrides(tree, overrides or []), str(path))

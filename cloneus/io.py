@@ -40,11 +40,12 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+def read_yaml_mapping(path: str | Path, kind: str, what: str) -> dict[str, Any]:
     """Parse a YAML file whose top level must be a mapping (an empty file is an empty mapping).
 
     Args:
         path (`str | Path`): the file.
+        kind (`str`): what the file is, for the errors, e.g. "config file".
         what (`str`): what the mapping holds, for the error, e.g. "sections" or "preset name to options".
 
     Raises:
@@ -58,7 +59,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{path}: {kind} not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(tree, dict):

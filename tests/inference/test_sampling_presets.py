@@ -72,5 +72,5 @@ class TestLoadPresets:
             load_presets(path)
 
     def test_missing_file_is_a_config_error(self, tmp_path):
-        with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        with pytest.raises(ConfigError, match="nope.yaml: sampling presets file not found"):
             load_presets(tmp_path / "nope.yaml")

@@ -56,7 +56,7 @@ def load_preset_file(path: str | Path | None = None) -> dict[str, Preset]:
             (the message names the file, the preset and the key).
     """
     path = Path(path) if path is not None else default_presets_path()
-    tree = read_yaml_mapping(path, "preset name to options")
+    tree = read_yaml_mapping(path, "sampling presets file", "preset name to options")
     return {str(name): _parse_preset(name, entry, path) for name, entry in tree.items()}
 
 
