@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,11 +57,8 @@ def run_export(args: argparse.Namespace) -> int:
     from cloneus.plugins.youtube.cache import VideoCache
 
     cfg = youtube_config(args)
-    cache = VideoCache(cfg.db_path)
-    try:
+    with closing(VideoCache(cfg.db_path)) as cache:
         counts = cache.export_jsonl(args.file)
-    finally:
-        cache.close()
     _emit(f"exported {counts['video']} videos, {counts['invalid']} invalid ids, {counts['search']} searches")
     return 0
 
@@ -69,11 +67,8 @@ def run_import(args: argparse.Namespace) -> int:
     from cloneus.plugins.youtube.cache import VideoCache
 
     cfg = youtube_config(args)
-    cache = VideoCache(cfg.db_path)
-    try:
+    with closing(VideoCache(cfg.db_path)) as cache:
         changed = cache.import_jsonl(args.file)
-    finally:
-        cache.close()
     _emit(
         f"imported into {cfg.db_path}: {changed['video']} videos, {changed['invalid']} invalid ids, "
         f"{changed['search']} searches added or updated"
