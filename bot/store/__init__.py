@@ -1,0 +1,38 @@
+"""The bot's durable state in one SQLite file (aiosqlite), behind one `Store` facade.
+
+Each table group lives in its own module and `Store` combines them:
+- `context.py`: per-channel context (recent messages, clone replies stored under the cloned author);
+- `settings.py`: per-channel settings (sampling defaults, auto-reply, webhook);
+- `consent.py`: opt-outs and the erasure of a member's data;
+- `feedback.py`: clone replies and their feedback;
+- `jobs.py`: training jobs and cron schedules;
+- `base.py`: the shared connection, transactions and migration runner; `migrations.py`: the schema.
+
+The YouTube cache lives in the same file in `youtube_*` tables that `cloneus.plugins.youtube` owns; nothing here
+touches them.
+"""
+
+from __future__ import annotations
+
+from bot.store.consent import ConsentTables
+from bot.store.context import ContextMessage, ContextTables
+from bot.store.feedback import CloneReply, FeedbackTables
+from bot.store.jobs import Job, JobTables, Schedule
+from bot.store.migrations import MIGRATIONS
+from bot.store.settings import SettingsTables
+
+__all__ = ["MIGRATIONS", "CloneReply", "ContextMessage", "Job", "Schedule", "Store"]
+
+CONTEXT_KEEP_PER_CHANNEL = 1000  # rows kept per channel; ctx_limit reads far fewer, the rest is for regenerate
+
+
+class Store(ContextTables, SettingsTables, ConsentTables, FeedbackTables, JobTables):
+    """Async access to the bot database. Open with `await Store.open(path)` or `async with await Store.open(...)`.
+
+    One connection is shared by the whole bot; an `asyncio.Lock` keeps one transaction at a time on it.
+    """
+
+    @property
+    def context_keep(self) -> int:
+        """Rows of context kept per channel (`CONTEXT_KEEP_PER_CHANNEL`, read when each message is added)."""
+        return CONTEXT_KEEP_PER_CHANNEL
