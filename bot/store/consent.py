@@ -1,4 +1,4 @@
-"""Consent (opt-outs) and the erasure of a member's data, which spans the context, reply and feedback tables."""
+"""Consent (opt-outs, auto-reply opt-ins) and the erasure of a member's data, which spans every table about them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bot.store.base import StoreBase, now_iso
 
 
 class ConsentTables(StoreBase):
-    """The `consent` table, and the one method that deletes a user's data."""
+    """The `consent` and `autoreply_optin` tables, and the one method that deletes a user's data."""
 
     async def set_opt_out(self, user_id: int, opted_out: bool, names: Iterable[str] = ()) -> None:
         """Record a member's choice. Opting out also erases, in the same transaction, what `delete_user_data`
@@ -29,9 +29,25 @@ class ConsentTables(StoreBase):
         rows = await self._fetchall("SELECT user_id FROM consent WHERE opted_out = 1")
         return {r["user_id"] for r in rows}
 
+    async def set_autoreply_optin(self, guild_id: int, user_id: int, opted_in: bool) -> None:
+        """A member asks clones to answer their messages (`trigger: opted-in` auto-reply), or stops asking."""
+        async with self._tx() as db:
+            if opted_in:
+                await db.execute(
+                    "INSERT OR REPLACE INTO autoreply_optin (guild_id, user_id, updated_at) VALUES (?, ?, ?)",
+                    (guild_id, user_id, now_iso()),
+                )
+            else:
+                await db.execute("DELETE FROM autoreply_optin WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+
+    async def autoreply_optins(self, guild_id: int) -> set[int]:
+        rows = await self._fetchall("SELECT user_id FROM autoreply_optin WHERE guild_id = ?", (guild_id,))
+        return {r["user_id"] for r in rows}
+
     async def delete_user_data(self, user_id: int, names: Iterable[str] = ()) -> None:
         """Erase what the store holds about a user: their context messages (by id, or by any of `names`, which
-        also catches clone replies posted as them), their feedback, and the requests they invoked.
+        also catches clone replies posted as them), their base-model chat, their feedback, the requests they
+        invoked and their auto-reply opt-in.
         The consent row itself stays, since it is what keeps them opted out.
         """
         async with self._tx() as db:
@@ -40,6 +56,8 @@ class ConsentTables(StoreBase):
 
 async def _delete_user_rows(db: aiosqlite.Connection, user_id: int, names: Iterable[str]) -> None:
     await db.execute("DELETE FROM context WHERE author_id = ?", (user_id,))
+    await db.execute("DELETE FROM base_context WHERE author_id = ?", (user_id,))
+    await db.execute("DELETE FROM autoreply_optin WHERE user_id = ?", (user_id,))
     for name in names:
         await db.execute("DELETE FROM context WHERE author = ?", (name,))
         await db.execute("DELETE FROM replies WHERE author = ?", (name,))

@@ -70,6 +70,47 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 2: sampling profiles, word rules, the base model's chat, auto-reply opt-ins, measured load times, and a
+    # one-step undo for context clears (cleared rows are kept, hidden, until the next clear or a restore).
+    """
+    CREATE TABLE sampling_profiles (
+        guild_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        options TEXT NOT NULL,
+        author_id INTEGER,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (guild_id, name)
+    );
+    CREATE TABLE word_rules (
+        channel_id INTEGER NOT NULL,
+        word TEXT NOT NULL,
+        bias REAL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (channel_id, word)
+    );
+    CREATE TABLE base_context (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        text TEXT NOT NULL,
+        author_id INTEGER,
+        created_at TEXT NOT NULL,
+        cleared_at TEXT
+    );
+    CREATE INDEX base_context_channel ON base_context(channel_id, id);
+    CREATE TABLE autoreply_optin (
+        guild_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE load_times (
+        checkpoint TEXT PRIMARY KEY,
+        seconds REAL NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    ALTER TABLE context ADD COLUMN cleared_at TEXT;
+    """,
 ]
 
 
