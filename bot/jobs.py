@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.progress import ProgressState, read_progress
 from cloneus.errors import CloneusError, ConfigError
+from cloneus.training.rundir import checkpoint_problem
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -279,9 +280,14 @@ class JobManager:
         if status == "interrupted" and job.status == "cancelling":
             status = "cancelled"
         if state.final == "done" and state.final_checkpoint:
-            state.metrics = await asyncio.to_thread(_read_metrics, state) or state.metrics
-            desc = f"/admin train job {job.id}, {state.step} steps"
-            await asyncio.to_thread(self.registry.register, job.name, desc, state.final_checkpoint, state.metrics)
+            problem = await asyncio.to_thread(checkpoint_problem, state.final_checkpoint)
+            if problem is not None:
+                # Only a complete checkpoint is ever registered: the bot would fail to load anything less.
+                status, state.error = "failed", f"final checkpoint {state.final_checkpoint} is incomplete ({problem})"
+            else:
+                state.metrics = await asyncio.to_thread(_read_metrics, state) or state.metrics
+                desc = f"/admin train job {job.id}, {state.step} steps"
+                await asyncio.to_thread(self.registry.register, job.name, desc, state.final_checkpoint, state.metrics)
         await self.store.update_job(
             watch.job_id,
             status=status,

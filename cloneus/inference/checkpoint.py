@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,14 @@ from typing import TYPE_CHECKING
 from cloneus.config import load_config
 from cloneus.errors import CloneusError, ModelNotFoundError
 from cloneus.io import atomic_write_json
+from cloneus.training.rundir import (
+    ADAPTER_CONFIG,
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_PATTERN,
+    USERS_FILE,
+    checkpoint_problem,
+    complete_checkpoints,
+)
 
 if TYPE_CHECKING:
     from cloneus.config import CloneusConfig
@@ -26,11 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "cloneus_config.yaml"
-USERS_FILE = "users.json"
-ADAPTER_FILE = "adapter_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
-_STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,10 @@ class CheckpointInfo:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint directory `path` names: itself, or for a run directory its highest-step checkpoint.
+    """The checkpoint directory `path` names: itself, or for a run directory its newest complete checkpoint.
+
+    A `checkpoint-<step>` whose save was interrupted is skipped (with a warning), so a kill during a save never
+    stops a run directory from loading.
 
     Raises:
         ModelNotFoundError: nothing loadable at `path`, with what was expected.
@@ -57,15 +63,21 @@ def find_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise ModelNotFoundError(f"{path}: no such checkpoint or run directory")
-    if (path / ADAPTER_FILE).is_file():
+    if (path / ADAPTER_CONFIG).is_file() or (CHECKPOINT_PATTERN.match(path.name) and path.is_dir()):
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ModelNotFoundError(
+                f"{path}: incomplete checkpoint ({problem}); a checkpoint written by `cloneus train` has it, "
+                "so its save was probably interrupted: load the run directory to get its newest complete checkpoint"
+            )
         return path
-    steps = sorted(
-        (int(m.group(1)), p) for p in path.glob("checkpoint-*") if (m := _STEP.match(p.name)) and p.is_dir()
-    )
-    if steps:
-        return steps[-1][1]
+    complete = complete_checkpoints(path)
+    if complete:
+        return complete[-1]
+    if any(CHECKPOINT_PATTERN.match(p.name) for p in path.glob("checkpoint-*")):
+        raise ModelNotFoundError(f"{path}: no complete checkpoint-<step>/ inside; every save was interrupted")
     raise ModelNotFoundError(
-        f"{path}: not a checkpoint (no {ADAPTER_FILE}) and not a run directory (no checkpoint-<step>/ inside)"
+        f"{path}: not a checkpoint (no {ADAPTER_CONFIG}) and not a run directory (no checkpoint-<step>/ inside)"
     )
 
 
@@ -74,10 +86,9 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     from cloneus.data.users import UserIndex
 
     ckpt = find_checkpoint(path)
-    for name in (CONFIG_FILE, USERS_FILE):
-        if not (ckpt / name).is_file():
-            raise ModelNotFoundError(f"{ckpt}: missing {name}; a checkpoint written by `cloneus train` has it")
-    return CheckpointInfo(path=ckpt, config=load_config(ckpt / CONFIG_FILE), users=UserIndex.load(ckpt / USERS_FILE))
+    return CheckpointInfo(
+        path=ckpt, config=load_config(ckpt / CHECKPOINT_CONFIG), users=UserIndex.load(ckpt / USERS_FILE)
+    )
 
 
 def read_sampling_defaults(directory: Path | None) -> SamplingOptions:

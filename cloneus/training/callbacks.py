@@ -1,4 +1,4 @@
-"""Trainer callbacks: progress events, self-contained checkpoints, and stopping cleanly on SIGINT/SIGTERM.
+"""Trainer callbacks: progress events and stopping cleanly on SIGINT/SIGTERM.
 
 These are the Trainer's own extension points, so the training loop itself is stock `transformers.Trainer`.
 The signal handler only sets a flag; the callback reads it at the end of the current optimizer step and asks
@@ -21,14 +21,14 @@ from cloneus.training.rundir import ProgressLog, RunDir
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from cloneus.config import CloneusConfig
-    from cloneus.data.users import UserIndex
-
 logger = logging.getLogger(__name__)
 
 
 class ProgressCallback(TrainerCallback):
     """Writes `start`, `log`, `eval` and `checkpoint` events (contract 8) on the main process.
+
+    A `checkpoint` event is written once the checkpoint is complete: `on_save` runs after the Trainer's save,
+    which `checkpoints.StagedCheckpoints` ends with the rename into place.
 
     Args:
         progress (`ProgressLog`): where the lines go.
@@ -70,25 +70,10 @@ class ProgressCallback(TrainerCallback):
             eta_s=elapsed / done * (state.max_steps - state.global_step) if done > 0 else None,
         )
 
-
-class CheckpointFilesCallback(TrainerCallback):
-    """After each save, adds `cloneus_config.yaml` and `users.json` to the checkpoint and reports it.
-
-    The Trainer has already written the adapter and (as `processing_class`) the tokenizer there.
-    """
-
-    def __init__(self, run_dir: RunDir, cfg: CloneusConfig, users: UserIndex, progress: ProgressLog):
-        self.run_dir = run_dir
-        self.cfg = cfg
-        self.users = users
-        self.progress = progress
-
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self.run_dir.write_checkpoint_extras(checkpoint, self.cfg, self.users)
-        self.progress.write("checkpoint", step=state.global_step, path=str(checkpoint))
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self.progress.write("checkpoint", step=state.global_step, path=str(checkpoint))
 
 
 class StopOnSignalCallback(TrainerCallback):

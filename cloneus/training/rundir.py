@@ -6,18 +6,22 @@ runs/<model-alias>/<run-name>/
   progress.jsonl                   one JSON object per event (start, log, eval, checkpoint, done, ...)
   metrics.json  loss.png           written at the end
   checkpoint-<step>/               adapter + tokenizer + cloneus_config.yaml + users.json
+  .tmp-checkpoint-<step>/          a save in progress (`checkpoints.py`); removed when the run starts again
 ```
 
 A checkpoint carries its own config and user index, so `Cloneus.from_pretrained(checkpoint)` needs nothing else,
-and copying one checkpoint directory to another machine is enough to serve it.
+and copying one checkpoint directory to another machine is enough to serve it. A `checkpoint-<step>` without those
+files (left by a kill during a save in an older version) is incomplete: every reader skips it, with a warning.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,9 +34,15 @@ if TYPE_CHECKING:
     from cloneus.config import CloneusConfig
     from cloneus.data.users import UserIndex
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 CHECKPOINT_CONFIG = "cloneus_config.yaml"
 USERS_FILE = "users.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+TRAINER_STATE = "trainer_state.json"
+STAGING_PREFIX = ".tmp-"
 
 
 def default_run_name() -> str:
@@ -50,6 +60,37 @@ def checkpoint_step(path: str | Path) -> int:
     if not match:
         raise CloneusError(f"{path}: expected a directory named checkpoint-<step>")
     return int(match.group(1))
+
+
+def checkpoint_problem(path: str | Path, *, for_resume: bool = False) -> str | None:
+    """Why `path` is not a complete checkpoint (the first missing file), or None when it is one.
+
+    Args:
+        path (`str | Path`): a `checkpoint-<step>` directory.
+        for_resume (`bool`, *optional*, defaults to `False`): also require the Trainer's state, which serving
+            does not need (a copied or exported checkpoint may leave it out).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return "not a directory"
+    if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
+        return f"no {ADAPTER_WEIGHTS[0]}"
+    required = (ADAPTER_CONFIG, CHECKPOINT_CONFIG, USERS_FILE) + ((TRAINER_STATE,) if for_resume else ())
+    missing = next((name for name in required if not (path / name).is_file()), None)
+    return f"no {missing}" if missing else None
+
+
+def complete_checkpoints(run_path: str | Path) -> list[Path]:
+    """The complete `checkpoint-<step>` directories of a run, oldest step first; incomplete ones are logged."""
+    found = [p for p in Path(run_path).glob("checkpoint-*") if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
+    complete = []
+    for path in sorted(found, key=checkpoint_step):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            complete.append(path)
+        else:
+            logger.warning("skipping incomplete checkpoint %s (%s; a save was interrupted)", path, problem)
+    return complete
 
 
 @dataclass
@@ -114,17 +155,34 @@ class RunDir:
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
-        """The run a `checkpoint-N` directory belongs to (for `--resume`)."""
+        """The run a `checkpoint-N` directory belongs to (for `--resume`).
+
+        Raises:
+            CloneusError: the directory is missing or incomplete; the message names the newest complete one.
+        """
         checkpoint = Path(checkpoint)
         checkpoint_step(checkpoint)
         if not checkpoint.is_dir():
             raise CloneusError(f"{checkpoint}: no such checkpoint directory")
+        problem = checkpoint_problem(checkpoint, for_resume=True)
+        if problem is not None:
+            usable = [
+                p for p in complete_checkpoints(checkpoint.parent) if checkpoint_problem(p, for_resume=True) is None
+            ]
+            hint = f"resume from {usable[-1]} instead" if usable else "the run has no complete checkpoint to resume"
+            raise CloneusError(f"{checkpoint}: incomplete checkpoint ({problem}; its save was interrupted); {hint}")
         return cls(checkpoint.parent)
 
     def checkpoints(self) -> list[Path]:
-        """`checkpoint-N` directories, oldest step first."""
-        found = [p for p in self.path.glob("checkpoint-*") if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
-        return sorted(found, key=checkpoint_step)
+        """Complete `checkpoint-N` directories, oldest step first."""
+        return complete_checkpoints(self.path)
+
+    def remove_staging(self) -> None:
+        """Delete `.tmp-*` folders left by a save that was killed; only one process trains a run at a time."""
+        for leftover in self.path.glob(f"{STAGING_PREFIX}*"):
+            if leftover.is_dir():
+                logger.info("removing %s, left by an interrupted checkpoint save", leftover)
+                shutil.rmtree(leftover)
 
     def write_start(self, cfg: CloneusConfig, users: UserIndex) -> None:
         """Resolved config and user index, written before any training so a crash still documents the run."""

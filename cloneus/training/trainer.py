@@ -7,6 +7,7 @@ only the main process writes files, and the run name is agreed on by broadcast s
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -248,6 +249,7 @@ def _start_run(cfg: CloneusConfig, state, progress: ProgressLog, *, chatlog, run
     if cfg.prompt.name_mapping is None:
         cfg.prompt.name_mapping = users.name_mapping(cfg.format.author_tag)
     if state.is_main_process:
+        run.remove_staging()
         run.write_start(cfg, users)
     logger.info("run directory: %s", run.path)
     return run, cfg, users
@@ -268,24 +270,24 @@ def _datasets(cfg: CloneusConfig, tokenizer, users: UserIndex, state):
 
 def _run(cfg: CloneusConfig, state, progress: ProgressLog, run: RunDir, users: UserIndex, resume) -> TrainResult:
     """Datasets, model and Trainer for a started run; writes metrics, the loss plot and the final event."""
-    from transformers import Trainer
-
     from cloneus.models.loading import load_tokenizer
-    from cloneus.training.callbacks import CheckpointFilesCallback, ProgressCallback, StopOnSignalCallback
+    from cloneus.training.callbacks import ProgressCallback, StopOnSignalCallback
+    from cloneus.training.checkpoints import CloneusTrainer
     from cloneus.training.packing import PaddingFreeCollator
 
     started = time.monotonic()
     tokenizer = load_tokenizer(cfg.model)
     train_set, eval_set, tokens_added = _datasets(cfg, tokenizer, users, state)
     stopper = StopOnSignalCallback()
-    trainer = Trainer(
+    trainer = CloneusTrainer(
+        checkpoint_files=functools.partial(run.write_checkpoint_extras, cfg=cfg, users=users),
         model=_prepare_model(cfg, tokenizer, tokens_added),
         args=training_arguments(cfg, run.path, has_eval=eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PaddingFreeCollator(),
         processing_class=tokenizer,
-        callbacks=[ProgressCallback(progress, run), CheckpointFilesCallback(run, cfg, users, progress), stopper],
+        callbacks=[ProgressCallback(progress, run), stopper],
     )
     with stopper:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

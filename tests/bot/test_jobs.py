@@ -34,6 +34,14 @@ def write_events(path: Path, *events: dict) -> None:
             f.write(json.dumps(event) + "\n")
 
 
+def write_checkpoint_files(checkpoint: Path) -> Path:
+    """The files that make a checkpoint complete for `checkpoint_problem` (their content is not read here)."""
+    checkpoint.mkdir(parents=True)
+    for name in ("adapter_model.safetensors", "adapter_config.json", "cloneus_config.yaml", "users.json"):
+        (checkpoint / name).write_text("{}")
+    return checkpoint
+
+
 def stand_in(script: str = "import time; time.sleep(60)") -> subprocess.Popen:
     """A process that lives like a trainer; 'cloneus' in its argv marks it as one for `pid_alive`.
 
@@ -194,7 +202,7 @@ class TestWatch:
         await asyncio.wait_for(_until(lambda: any(s.step == 2 for _, s in seen)), 10)
         assert (await store.get_job(job_id)).progress["step"] == 2
 
-        run_dir.mkdir(parents=True)
+        write_checkpoint_files(run_dir / "checkpoint-4")
         (run_dir / "metrics.json").write_text(json.dumps({"eval_loss": 1.5, "eval_perplexity": 4.48}))
         write_events(progress, {"event": "done", "checkpoint": str(run_dir / "checkpoint-4"), "metrics": {}})
         job = await jobs.wait(job_id, timeout=10)
@@ -202,6 +210,21 @@ class TestWatch:
         assert seen[-1][0] == "done"
         entry = ModelRegistry(settings.models_json).get("m1")
         assert entry.ckpt == str(run_dir / "checkpoint-4") and entry.metrics["eval_perplexity"] == 4.48
+
+    async def test_done_with_an_incomplete_checkpoint_fails_and_registers_nothing(
+        self, store, settings, registry, procs
+    ):
+        proc = stand_in()
+        procs.append(proc)
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job_id, progress = await running_job(store, jobs, proc)
+        await jobs.resume()
+        checkpoint = write_checkpoint_files(Path(settings.db_path).parent / "runs" / "m1" / "checkpoint-4")
+        (checkpoint / "users.json").unlink()
+        write_events(progress, {"event": "done", "checkpoint": str(checkpoint), "metrics": {}})
+        job = await jobs.wait(job_id, timeout=10)
+        assert job.status == "failed" and "checkpoint-4 is incomplete (no users.json)" in job.error
+        assert ModelRegistry(settings.models_json).get("m1") is None
 
     async def test_process_dying_without_final_event_fails_with_its_last_log_line(
         self, store, settings, registry, procs
