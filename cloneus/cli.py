@@ -14,6 +14,7 @@ import sys
 
 from dotenv import load_dotenv
 
+from cloneus import config_cli
 from cloneus.data import cli as data_cli
 from cloneus.errors import CloneusError
 from cloneus.inference import cli as inference_cli
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.add_commands(sub)
     inference_cli.add_commands(sub)
     plugins_cli.add_commands(sub)
+    config_cli.add_commands(sub)
     return parser
 
 

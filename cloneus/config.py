@@ -9,14 +9,18 @@ before validation, so they are checked exactly like values in the file.
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cloneus import config_migrate
 from cloneus.errors import ConfigError
 from cloneus.io import read_yaml_mapping
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("config/train_config.yaml")
 
@@ -74,6 +78,11 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(100, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="Defaults to save_steps.")
+    eval_max_conversations: int | None = Field(
+        100,
+        gt=0,
+        description="Held-out conversations scored at each in-training eval (the first N, by time); None for all.",
+    )
     save_total_limit: int | None = Field(None, gt=0)
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     output_root: str = Field("runs", description="Runs go to <output_root>/<model-alias>/<run-name>/.")
@@ -102,7 +111,10 @@ class DatasetConfig(_Section):
         7.0, ge=0, description="Consecutive messages by one author within this window become one message."
     )
     eval_frac: float = Field(0.05, ge=0, lt=1, description="The latest fraction of sessions, held out for eval.")
-    allow_truncation: bool = Field(False, description="Truncate a single message longer than chunk_size.")
+    long_messages: Literal["truncate", "drop", "error"] = Field(
+        "truncate",
+        description="A single message longer than chunk_size: cut to fit, left out, or stop with an error.",
+    )
     min_share: float = Field(
         0.005, ge=0, description="Users below this share of messages (or count, when > 1) are context only."
     )
@@ -197,8 +209,16 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `key.sub=value` in the tree; an old flat key (`model_id=...`) is set at its new place, with a note."""
     for item in overrides:
         path, value = parse_override(item)
+        old = ".".join(path)
+        new, new_value, advice = config_migrate.migrate_item(old, value)
+        if advice is not None:
+            raise ConfigError(f"--set {item!r}: the old key {old!r} has no equivalent: {advice}")
+        if new != old:
+            logger.warning("--set %s: old key, renamed to %s", old, new)
+            path, value = new.split("."), new_value
         node = tree
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -209,15 +229,40 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Valid keys of the section that `loc` points into, for 'did you mean' hints."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _dotted_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key of the schema, sections and leaves, dotted (`training`, `training.chunk_size`, ...)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        if (section := _section_of(field.annotation)) is not None:
+            keys += _dotted_keys(section, f"{prefix}{name}.")
+    return keys
+
+
+def suggest_key(loc: tuple[Any, ...]) -> str | None:
+    """The full dotted key an unknown key most likely meant: the closest name among its section's keys, every
+    other key of the schema (`training.model_id` -> `model.model_id`) and the old flat keys (`lora_rr` -> `lora.r`);
+    a key of its own section wins a tie."""
+    prefix = ".".join(str(p) for p in loc[:-1])
+    wanted = str(loc[-1])
+    candidates: dict[str, str] = {}
+    for key in _dotted_keys(CloneusConfig):
+        candidates.setdefault(key.rpartition(".")[2], key)
+    for old, new in config_migrate.RENAMES.items():
+        candidates.setdefault(old, new)
+    siblings = {k.rpartition(".")[2] for k in _dotted_keys(CloneusConfig) if k.rpartition(".")[0] == prefix}
+    scored = [
+        (difflib.SequenceMatcher(None, wanted, name).ratio(), name in siblings, name)
+        for name in [*siblings, *candidates]
+    ]
+    score, is_sibling, name = max(scored, default=(0.0, False, ""))
+    if score < 0.6:
+        return None
+    return f"{prefix}.{name}" if is_sibling and prefix else name if is_sibling else candidates[name]
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -226,8 +271,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         loc = tuple(e["loc"])
         key = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _fields_at(CloneusConfig, loc), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            close = suggest_key(loc)
+            hint = f" (did you mean '{close}'?)" if close else ""
             lines.append(f"{source}: {key}: unknown key{hint}")
         else:
             lines.append(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})")
@@ -235,6 +280,17 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> CloneusConfig:
+    """Validate a config tree; keys of the old CloneUs layout are read as their new ones, with one warning."""
+    if config_migrate.is_old_style(tree):
+        migration = config_migrate.migrate_tree(tree)
+        tree = migration.tree
+        logger.warning(
+            "%s uses old CloneUs keys (%s); read as their new ones. Convert the file once: `%s %s -o NEW.yaml`",
+            source,
+            config_migrate.summary(migration),
+            config_migrate.MIGRATE_COMMAND,
+            source,
+        )
     try:
         return CloneusConfig.model_validate(tree)
     except ValidationError as e:

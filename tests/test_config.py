@@ -37,7 +37,11 @@ class TestValidation:
     def test_unknown_key_names_the_key_and_suggests(self):
         with pytest.raises(ConfigError) as e:
             config_from_dict({"model": {"model_id": "x"}, "training": {"learnig_rate": 1e-4}}, "cfg.yaml")
-        assert "cfg.yaml: training.learnig_rate: unknown key (did you mean 'learning_rate'?)" in str(e.value)
+        assert "cfg.yaml: training.learnig_rate: unknown key (did you mean 'training.learning_rate'?)" in str(e.value)
+
+    def test_key_in_the_wrong_section_suggests_its_full_key(self):
+        with pytest.raises(ConfigError, match=r"training.model_id: unknown key \(did you mean 'model.model_id'\?\)"):
+            config_from_dict({"model": {"model_id": "x"}, "training": {"model_id": "y"}})
 
     def test_unknown_section_suggests(self):
         with pytest.raises(ConfigError, match="'lora'"):
