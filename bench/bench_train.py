@@ -59,7 +59,7 @@ def bench_config(model_id: str, work: Path, chunk_size: int, **training):
                 "hours_between_sessions": 1.0,
                 # IRC has hundreds of speakers; clone the regulars so the system prompt's name list stays short.
                 "min_share": 0.02,
-                "allow_truncation": True,
+                "long_messages": "truncate",
             },
         }
     )

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-# Called with (message index, its token count) when one message alone exceeds the budget; raises unless
-# truncation is allowed.
-TooLong = Callable[[int, int], None]
+# Called with (message index, its token count) when one message alone exceeds the budget. It raises
+# (dataset.long_messages: error), or returns True to keep the message cut to fit, False to drop it.
+TooLong = Callable[[int, int], bool]
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Chunks:
         offsets (`np.ndarray`): int64 row boundaries, `len(rows) + 1` entries.
         ranges (`list[tuple[int, int]]`): the message range `[start, end)` of each row.
         truncated (`int`): rows holding a single message cut to fit.
+        too_long_dropped (`int`): single messages over the budget that were left out.
     """
 
     ids: np.ndarray
@@ -49,6 +50,7 @@ class Chunks:
     offsets: np.ndarray
     ranges: list[tuple[int, int]]
     truncated: int = 0
+    too_long_dropped: int = 0
 
     @property
     def lengths(self) -> np.ndarray:
@@ -57,7 +59,9 @@ class Chunks:
         return np.diff(self.offsets)
 
 
-def concat_rows(rows: list[tuple[np.ndarray, np.ndarray]], ranges: list[tuple[int, int]], truncated: int) -> Chunks:
+def concat_rows(
+    rows: list[tuple[np.ndarray, np.ndarray]], ranges: list[tuple[int, int]], truncated: int, dropped: int = 0
+) -> Chunks:
     import numpy as np
 
     lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
@@ -65,7 +69,8 @@ def concat_rows(rows: list[tuple[np.ndarray, np.ndarray]], ranges: list[tuple[in
     empty = np.zeros(0, dtype=np.int32)
     ids = np.concatenate([r[0] for r in rows]) if rows else empty
     labels = np.concatenate([r[1] for r in rows]) if rows else empty
-    return Chunks(ids.astype(np.int32, copy=False), labels.astype(np.int32, copy=False), offsets, ranges, truncated)
+    ids, labels = ids.astype(np.int32, copy=False), labels.astype(np.int32, copy=False)
+    return Chunks(ids, labels, offsets, ranges, truncated, dropped)
 
 
 def label_mask(token_starts: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
@@ -125,7 +130,7 @@ def tokenize_sessions(
     import numpy as np
 
     rows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    truncated = 0
+    truncated = dropped = 0
     todo = list(sessions)
     slice_ok = formatter.position_independent
     while todo:
@@ -146,10 +151,12 @@ def tokenize_sessions(
                     continue
                 lo, hi = int(s.turn_starts[pa]), int(s.turn_starts[pb])
                 if pb - pa == 1 and hi - lo > budget:
-                    too_long(s.start + pa, hi - lo)
+                    if not too_long(s.start + pa, hi - lo):
+                        dropped += 1
+                        continue
                     hi, truncated = lo + budget, truncated + 1
                 ids = np.concatenate([s.ids[:n_prefix], s.ids[lo:hi]])
                 labels = np.concatenate([s.labels[:n_prefix], s.labels[lo:hi]])
                 rows[(s.start + pa, s.start + pb)] = (ids, labels)
     ranges = sorted(rows)
-    return concat_rows([rows[r] for r in ranges], ranges, truncated)
+    return concat_rows([rows[r] for r in ranges], ranges, truncated, dropped)

@@ -119,21 +119,23 @@ def _tag_context_authors(frame: pd.DataFrame, users: UserIndex, other_tag: str |
 
 
 def _too_long_reporter(frame: pd.DataFrame, path: Path, cfg: CloneusConfig, n_prefix: int):
-    allow = cfg.dataset.allow_truncation
+    """The `TooLong` callback for `dataset.long_messages`: True keeps the message cut to fit, False drops it."""
+    mode = cfg.dataset.long_messages
     chunk_size = cfg.training.chunk_size
 
-    def report(index: int, tokens: int) -> None:
+    def report(index: int, tokens: int) -> bool:
         row = frame.iloc[index]
         where = f"message {row['message_id']} by {row['author']!r} is {tokens} tokens"
-        if allow:
-            logger.warning("%s; truncated to fit chunk_size=%d", where, chunk_size)
-            return
-        raise DataFormatError(
-            path,
-            f"{where} (plus a {n_prefix}-token system prompt), over training.chunk_size={chunk_size}; raise "
-            "chunk_size, shorten the message, or set dataset.allow_truncation: true",
-            field="text",
-        )
+        if mode == "error":
+            raise DataFormatError(
+                path,
+                f"{where} (plus a {n_prefix}-token system prompt), over training.chunk_size={chunk_size}; raise "
+                "chunk_size, shorten the message, or set dataset.long_messages: truncate (or drop)",
+                field="text",
+            )
+        # One summary warning per run comes from the counts in the stats; per message is detail.
+        logger.debug("%s, over chunk_size=%d: %s", where, chunk_size, "truncated" if mode == "truncate" else "dropped")
+        return mode == "truncate"
 
     return report
 
@@ -255,6 +257,10 @@ def _split_stats(train_groups: dict, eval_groups: dict, train_chunks: Chunks, ev
         "sessions": {f"{h:g}h": {"train": len(train_groups[h]), "eval": len(eval_groups[h])} for h in train_groups},
         "chunks": {"train": len(train_chunks.ranges), "eval": len(eval_chunks.ranges)},
         "truncated_messages": train_chunks.truncated + eval_chunks.truncated,
+        "long_messages": {
+            "truncated": train_chunks.truncated + eval_chunks.truncated,
+            "dropped": train_chunks.too_long_dropped + eval_chunks.too_long_dropped,
+        },
         "tokens": {"train": _count_tokens(train_chunks), "eval": _count_tokens(eval_chunks)},
     }
 
@@ -277,7 +283,7 @@ def prepare_dataset(
     Raises:
         ConfigError: no chat log given, or a format/prompt setting that cannot work with this tokenizer.
         DataFormatError: the export cannot be read, or one message is longer than `chunk_size` without
-            `dataset.allow_truncation`.
+            `dataset.long_messages: error`.
     """
     from cloneus.data.clean import clean_messages
     from cloneus.data.dataset_cache import cache_key, file_digest, load_entry, save_entry

@@ -56,6 +56,12 @@ def print_stats(stats: dict, lengths: Sequence[int], chunk_size: int) -> None:
         f"chunks: {chunks['train']} train, {chunks['eval']} eval"
         f" ({stats['eval_messages']} held-out messages, {stats['truncated_messages']} truncated messages)"
     )
+    long = stats.get("long_messages", {})
+    if any(long.values()):
+        _write(
+            f"messages over chunk_size: {long.get('truncated', 0)} truncated, {long.get('dropped', 0)} dropped"
+            " (dataset.long_messages)"
+        )
     for split in ("train", "eval"):
         _write(f"tokens {split}: {tokens[split]['total']} ({tokens[split]['labelled']} with loss)")
     _write(f"tokens per chunk (train, chunk_size {chunk_size}):")

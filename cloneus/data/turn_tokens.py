@@ -223,8 +223,11 @@ class MessageTokens:
         starts = np.concatenate([[0], np.cumsum(self.counts)])
         bounds = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
         spans = starts[bounds[:, 1]] - starts[bounds[:, 0]]
+        keep = np.ones(len(bounds), dtype=bool)
         for row in np.flatnonzero(spans > budget).tolist():
-            too_long(int(bounds[row, 0]), int(spans[row]))
+            keep[row] = too_long(int(bounds[row, 0]), int(spans[row]))
+        bounds, spans = bounds[keep], spans[keep]
+        ranges = [r for r, k in zip(ranges, keep.tolist(), strict=True) if k]
         n_prefix = len(self.prefix_ids)
         lengths = n_prefix + np.minimum(spans, budget)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -240,4 +243,4 @@ class MessageTokens:
             labels[out + n_prefix : out + length] = np.where(
                 token_labelled[lo : lo + body], self.ids[lo : lo + body], IGNORE_INDEX
             )
-        return Chunks(ids, labels, offsets, list(ranges), int((spans > budget).sum()))
+        return Chunks(ids, labels, offsets, list(ranges), int((spans > budget).sum()), int((~keep).sum()))

@@ -262,9 +262,24 @@ def _datasets(cfg: CloneusConfig, tokenizer, users: UserIndex, state):
 
     with state.main_process_first():
         data = prepare_dataset(cfg, tokenizer, users=users)
+    long = data.stats.get("long_messages", {})
+    if any(long.values()):
+        logger.warning(
+            "%d messages longer than training.chunk_size=%d were %s (dataset.long_messages: %s); "
+            "`python -m cloneus prepare` shows the counts",
+            sum(long.values()),
+            cfg.training.chunk_size,
+            "truncated" if cfg.dataset.long_messages == "truncate" else "left out",
+            cfg.dataset.long_messages,
+        )
+    eval_set = data.eval
+    limit = cfg.training.eval_max_conversations
+    if eval_set is not None and limit is not None and len(eval_set) > limit:
+        logger.info("in-training eval scores the first %d of %d held-out conversations", limit, len(eval_set))
+        eval_set = eval_set.select(range(limit))
     if not cfg.training.packing:
-        return data.train, data.eval, data.tokens_added
-    eval_set = pack_dataset(data.eval, cfg.training.chunk_size) if data.eval is not None else None
+        return data.train, eval_set, data.tokens_added
+    eval_set = pack_dataset(eval_set, cfg.training.chunk_size) if eval_set is not None else None
     return pack_dataset(data.train, cfg.training.chunk_size), eval_set, data.tokens_added
 
 

@@ -109,16 +109,41 @@ class TestPrepareDataset:
         assert all(r["length"] <= 400 and r["input_ids"][: len(prefix)] == prefix for r in data.train)
         assert texts[0].rstrip().endswith("#11<|im_end|>") and "#12" in texts[1]  # cut at the longest silence
 
-    def test_single_message_over_chunk_size_names_it(self, tmp_path, tiny_model_dir, tokenizer):
+    def test_single_message_over_chunk_size_is_truncated_by_default(self, tmp_path, tiny_model_dir, tokenizer):
         rows = chat_rows([4])
         rows[2] = (rows[2][0], "word " * 400, rows[2][2])
         chat = write_chat(tmp_path / "chat.csv", rows)
-        cfg = make_cfg(tmp_path, tiny_model_dir, training={"chunk_size": 128})
+        data = prepare_dataset(make_cfg(tmp_path, tiny_model_dir, training={"chunk_size": 128}), tokenizer, chat)
+        assert data.stats["long_messages"] == {"truncated": 1, "dropped": 0}
+        assert data.stats["truncated_messages"] == 1 and max(data.train["length"]) == 128
+        assert "word word" in "".join(tokenizer.decode(r["input_ids"]) for r in data.train)
+
+    def test_long_messages_error_names_the_message(self, tmp_path, tiny_model_dir, tokenizer):
+        rows = chat_rows([4])
+        rows[2] = (rows[2][0], "word " * 400, rows[2][2])
+        chat = write_chat(tmp_path / "chat.csv", rows)
+        cfg = make_cfg(tmp_path, tiny_model_dir, training={"chunk_size": 128}, dataset={"long_messages": "error"})
         with pytest.raises(DataFormatError, match=r"message 2 by 'carol' is \d+ tokens.*chunk_size=128"):
             prepare_dataset(cfg, tokenizer, chat)
-        cfg = make_cfg(tmp_path, tiny_model_dir, training={"chunk_size": 128}, dataset={"allow_truncation": True})
+
+    def test_long_messages_drop_leaves_only_that_message_out(self, tmp_path, tiny_model_dir, tokenizer):
+        rows = chat_rows([4])
+        rows[2] = (rows[2][0], "word " * 400, rows[2][2])
+        chat = write_chat(tmp_path / "chat.csv", rows)
+        cfg = make_cfg(tmp_path, tiny_model_dir, training={"chunk_size": 128}, dataset={"long_messages": "drop"})
         data = prepare_dataset(cfg, tokenizer, chat)
-        assert data.stats["truncated_messages"] == 1 and max(data.train["length"]) == 128
+        assert data.stats["long_messages"] == {"truncated": 0, "dropped": 1}
+        text = "".join(tokenizer.decode(r["input_ids"]) for r in data.train)
+        assert "word word" not in text and all(t in text for i, (_, t, _) in enumerate(rows) if i != 2)
+
+    def test_old_allow_truncation_still_works(self, tmp_path, tiny_model_dir, tokenizer):
+        rows = chat_rows([4])
+        rows[2] = (rows[2][0], "word " * 400, rows[2][2])
+        chat = write_chat(tmp_path / "chat.csv", rows)
+        cfg = make_cfg(tmp_path, tiny_model_dir, training={"chunk_size": 128}, dataset={"allow_truncation": False})
+        assert cfg.dataset.long_messages == "error"
+        with pytest.raises(DataFormatError, match="dataset.long_messages: truncate"):
+            prepare_dataset(cfg, tokenizer, chat)
 
     def test_eval_split_takes_latest_sessions_without_overlap(self, tmp_path, tiny_model_dir, tokenizer):
         rows = chat_rows([4, 5, 4, 6, 5, 4, 5, 4, 6, 5])
@@ -260,9 +285,9 @@ class TestChunkInvariants:
                 tokens = MessageTokens.build(fmt, authors, texts)
                 budget = chunk_size - len(tokens.prefix_ids)
                 ranges = [r for a, b in sessions for r in split_long(tokens.counts, gaps, a, b, budget)]
-                chunks = tokens.chunk(ranges, budget, lambda i, t: None)
+                chunks = tokens.chunk(ranges, budget, lambda i, t: True)
             else:
-                chunks = tokenize_sessions(fmt, authors, texts, gaps, sessions, chunk_size, lambda i, t: None)
+                chunks = tokenize_sessions(fmt, authors, texts, gaps, sessions, chunk_size, lambda i, t: True)
             bounds = [0] + [b for _, b in chunks.ranges]
             assert [a for a, _ in chunks.ranges] == bounds[:-1] and bounds[-1] == n
             assert chunks.lengths.max() <= chunk_size
@@ -280,7 +305,7 @@ class TestChunkInvariants:
         assert turns_are_separable(fmt, AUTHORS)
         gaps = silence_hours(stamps)
         sessions = session_ranges(gaps, 0, len(authors), 1.0, 3)
-        slow = tokenize_sessions(fmt, authors, texts, gaps, sessions, 200, lambda i, t: None)
+        slow = tokenize_sessions(fmt, authors, texts, gaps, sessions, 200, lambda i, t: True)
         tokens = MessageTokens.build(fmt, authors, texts)
         budget = 200 - len(tokens.prefix_ids)
         fast = tokens.chunk(
