@@ -184,6 +184,31 @@ class InferenceConfig(_Section):
     )
 
 
+class FeedbackConfig(_Section):
+    method: Literal["auto", "kto", "dpo"] = Field(
+        "auto",
+        description="'kto' trains on every thumbed reply; 'dpo' only on pairs (a liked and a disliked version of one "
+        "reply); 'auto' is dpo when there are at least min_pairs pairs, else kto.",
+    )
+    min_examples: int = Field(
+        16, ge=2, description="Fewest liked + disliked training examples (after the hold-out) that kto will train on."
+    )
+    min_pairs: int = Field(8, ge=1, description="Fewest training pairs for dpo (and for 'auto' to pick it).")
+    holdout_frac: float = Field(
+        0.2, ge=0, lt=1, description="Fraction of reacted-to replies held out to score the tuning before and after."
+    )
+    beta: float = Field(0.1, gt=0, description="How far tuning may move from the served adapter (TRL's beta).")
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(4, ge=2, description="Examples per step; kto needs 2 or more for its KL estimate.")
+    num_epochs: float = Field(
+        1.0, gt=0, description="Passes over the training examples; ignored when max_steps is set."
+    )
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    max_length: int | None = Field(
+        None, gt=0, description="Truncate prompt + reply to this many tokens; None keeps training.chunk_size."
+    )
+
+
 class CloneusConfig(_Section):
     """The whole config file. Section names follow the seed README."""
 
@@ -195,6 +220,7 @@ class CloneusConfig(_Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     youtube: YoutubeConfig = Field(default_factory=YoutubeConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

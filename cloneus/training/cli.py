@@ -40,6 +40,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="continue runs/<alias>/<run>/checkpoint-N with that run's config.yaml (plus --set overrides)",
     )
+    p.add_argument(
+        "--feedback",
+        default=None,
+        metavar="DB",
+        help="preference-tune on the bot's 👍/👎 in this SQLite file (e.g. data/cloneus.db) instead of a chat export",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="CKPT",
+        help="with --feedback: the served checkpoint whose adapter is tuned (its config, plus -c's feedback section)",
+    )
     p.set_defaults(func=train_command)
 
     p = sub.add_parser(
@@ -85,13 +98,58 @@ def load_train_config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
-def train_command(args: argparse.Namespace) -> int:
-    from cloneus.training.trainer import train
+def load_feedback_config(args: argparse.Namespace):
+    """A `--feedback` run's config: the source checkpoint's own, with -c's `feedback` section and `--set` on top
+    (`--max-steps` means `feedback.max_steps`); when resuming, the run's config.yaml."""
+    from cloneus.config import apply_overrides, config_from_dict
+    from cloneus.inference.checkpoint import CONFIG_FILE, find_checkpoint
+    from cloneus.io import read_yaml_mapping
+    from cloneus.training.rundir import RunDir
 
-    cfg = load_train_config(args)
-    result = train(
-        cfg, chatlog=args.data, run_name=args.run_name, resume=args.resume, progress_file=args.progress_file
-    )
+    if args.data:
+        raise ConfigError("--feedback trains on reactions, not a chat export; drop -d")
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        if args.max_steps <= 0:
+            raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
+        overrides.append(f"feedback.max_steps={args.max_steps}")
+    if args.resume:
+        if args.config or args.source:
+            raise ConfigError("--resume uses the run's own config.yaml and source checkpoint; drop -c and --from")
+        path = RunDir.of_checkpoint(args.resume).config_path
+    elif args.source is None:
+        raise ConfigError("--feedback needs --from CHECKPOINT: the served checkpoint whose adapter is tuned")
+    else:
+        path = find_checkpoint(args.source) / CONFIG_FILE
+    tree = read_yaml_mapping(path, "config file", "sections at the top level")
+    if args.config:
+        own = read_yaml_mapping(Path(args.config), "config file", "sections at the top level")
+        tree["feedback"] = own.get("feedback", {})
+    return config_from_dict(apply_overrides(tree, overrides), str(path))
+
+
+def train_command(args: argparse.Namespace) -> int:
+    if args.feedback:
+        from cloneus.training.feedback import train_feedback
+
+        cfg = load_feedback_config(args)
+        result = train_feedback(
+            cfg,
+            args.feedback,
+            args.source,
+            run_name=args.run_name,
+            resume=args.resume,
+            progress_file=args.progress_file,
+        )
+    else:
+        if args.source:
+            raise ConfigError("--from only goes with --feedback DB")
+        from cloneus.training.trainer import train
+
+        cfg = load_train_config(args)
+        result = train(
+            cfg, chatlog=args.data, run_name=args.run_name, resume=args.resume, progress_file=args.progress_file
+        )
     _write(f"run directory: {result.run_dir}")
     if result.interrupted:
         sys.stderr.write(
@@ -103,7 +161,18 @@ def train_command(args: argparse.Namespace) -> int:
     for key in ("train_loss", "eval_loss", "eval_perplexity", "tokens_per_s"):
         if result.metrics.get(key) is not None:
             _write(f"  {key}: {result.metrics[key]:.4g}")
+    if "feedback" in result.metrics:
+        _write(format_feedback_scores(result.metrics["feedback"]))
     return 0
+
+
+def format_feedback_scores(scores: dict) -> str:
+    """The held-out before/after table of a feedback run."""
+    lines = [f"  method: {scores['method']}", f"  {'held-out feedback':<28}{'before':>10}{'after':>10}"]
+    for key in ("liked_mean_logprob", "disliked_mean_logprob", "margin", "pair_accuracy"):
+        if key in scores["before"] and key in scores["after"]:
+            lines.append(f"  {key:<28}{scores['before'][key]:>10.4f}{scores['after'][key]:>10.4f}")
+    return "\n".join(lines)
 
 
 def eval_command(args: argparse.Namespace) -> int:

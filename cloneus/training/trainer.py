@@ -73,12 +73,18 @@ def use_bf16(precision: str) -> bool:
 
 def training_arguments(cfg: CloneusConfig, output_dir: Path, *, has_eval: bool) -> TrainingArguments:
     """Map the `training` section onto `transformers.TrainingArguments`."""
-    import torch
     from transformers import TrainingArguments
+
+    return TrainingArguments(**training_argument_values(cfg, output_dir, has_eval=has_eval))
+
+
+def training_argument_values(cfg: CloneusConfig, output_dir: Path, *, has_eval: bool) -> dict[str, Any]:
+    """The `TrainingArguments` keywords for the `training` section; TRL's configs (feedback tuning) take them too."""
+    import torch
 
     t = cfg.training
     eval_steps = t.eval_steps or t.save_steps
-    return TrainingArguments(
+    return dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
