@@ -1,7 +1,9 @@
 """The checkpoints the bot may serve, as listed in `config/models.json`.
 
-Layout: `{"default": "<name>", "models": [{"name", "desc", "ckpt", ...extra fields such as metrics}]}`. The seed
-project's `{"BEST": [{"name", "desc", "ckpt"}]}` is also read (its first entry is the default). The bot only
+Layout: `{"default": "<name>", "models": [{"name", "desc", "ckpt", ...extra fields such as metrics}]}`. The old
+CloneUs server's layout is read too: lists `BEST` and `MICRO` of `{"name", "desc", "ckpt"}` and `ERA` of
+`{"years", "gconf", "ckpt"}` (named `era-<years>`); each entry keeps its list as `group`, and the last `BEST` entry
+is the default, as the old server had it. `register` rewrites the file in the new layout. The bot only
 ever loads a checkpoint by registered name, so a Discord user can never make it open an arbitrary path.
 Relative `ckpt` paths are relative to the directory the bot runs from. Writes are atomic.
 """
@@ -20,6 +22,9 @@ from cloneus.errors import CloneusError
 from cloneus.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
+
+# The old server's models.json lists, in default-picking order.
+LEGACY_LISTS = ("BEST", "MICRO", "ERA")
 
 
 class ModelEntry(BaseModel):
@@ -61,23 +66,49 @@ class ModelRegistry:
         except json.JSONDecodeError as e:
             raise CloneusError(f"{self.path}, line {e.lineno}: not valid JSON ({e.msg})") from e
         if not isinstance(raw, dict):
-            raise CloneusError(f"{self.path}: expected an object with 'models' (or the older 'BEST') list")
-        key = "models" if "models" in raw else "BEST"
+            raise CloneusError(f"{self.path}: expected an object with a 'models' list (or the old 'BEST' list)")
+        if "models" in raw or not any(key in raw for key in LEGACY_LISTS):
+            entries = self._entries_of(raw, "models")
+            default = raw.get("default") or (entries[0].name if entries else None)
+        else:
+            entries, default = self._legacy_entries(raw)
+        if default is not None and default not in {e.name for e in entries}:
+            raise CloneusError(f"{self.path}: default {default!r} is not the name of any registered entry")
+        return entries, default
+
+    def _entries_of(self, raw: dict[str, Any], key: str, group: str | None = None) -> list[ModelEntry]:
         items = raw.get(key, [])
         if not isinstance(items, list):
             raise CloneusError(f"{self.path}: '{key}' must be a list of {{name, desc, ckpt}} objects")
         entries = []
         for i, item in enumerate(items):
+            if group == "ERA" and isinstance(item, dict) and "name" not in item and item.get("years"):
+                item = {"name": f"era-{item['years']}", "desc": f"trained on {item['years']}", **item}
+            if group is not None and isinstance(item, dict):
+                item = {**item, "group": group}
             try:
                 entries.append(ModelEntry.model_validate(item))
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "entry"
                 raise CloneusError(f"{self.path}: {key}[{i}].{where}: {first['msg']}") from e
-        default = raw.get("default") or (entries[0].name if entries else None)
-        if default is not None and default not in {e.name for e in entries}:
-            raise CloneusError(f"{self.path}: default {default!r} is not the name of any entry in '{key}'")
-        return entries, default
+        return entries
+
+    def _legacy_entries(self, raw: dict[str, Any]) -> tuple[list[ModelEntry], str | None]:
+        """The old server's lists; the default is the last BEST entry (else the last of MICRO, then ERA)."""
+        entries, default, seen = [], None, {}
+        for key in LEGACY_LISTS:
+            group = self._entries_of(raw, key, group=key)
+            for entry in group:
+                if entry.name in seen:
+                    raise CloneusError(
+                        f"{self.path}: {key} entry {entry.name!r} has the name of a {seen[entry.name]} entry"
+                    )
+                seen[entry.name] = key
+            entries += group
+            if default is None and group:
+                default = group[-1].name
+        return entries, raw.get("default") or default
 
     @property
     def entries(self) -> list[ModelEntry]:

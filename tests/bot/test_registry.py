@@ -26,11 +26,46 @@ class TestModelRegistry:
         assert reg.names() == ["a", "b"]
         assert reg.default.name == "b" and reg.default.desc == "B"
 
-    def test_reads_seed_best_layout_first_is_default(self, tmp_path):
+    def test_reads_seed_best_layout(self, tmp_path):
         path = tmp_path / "models.json"
         path.write_text(json.dumps({"BEST": [{"name": "m1", "desc": "d", "ckpt": "x/checkpoint-5"}]}))
         reg = ModelRegistry(path)
         assert reg.default.name == "m1" and str(reg.get("m1").path) == "x/checkpoint-5"
+
+    def test_old_server_layout_best_last_entry_is_default_and_micro_era_are_read(self, tmp_path):
+        """The old server's models_example.json shape: BEST, MICRO and ERA (ERA entries have no name)."""
+        path = tmp_path / "models.json"
+        old = {
+            "BEST": [{"name": "old", "desc": "first", "ckpt": "a/checkpoint-1"}, {"name": "new", "ckpt": "b/c-2"}],
+            "MICRO": [{"name": "ex_smollm2", "desc": "SmolLM2 - 135m", "ckpt": "s/checkpoint-9"}],
+            "ERA": [{"years": "2020-2022", "gconf": "ms", "ckpt": "y/checkpoint-3"}],
+        }
+        path.write_text(json.dumps(old))
+        reg = ModelRegistry(path)
+        assert reg.names() == ["old", "new", "ex_smollm2", "era-2020-2022"]
+        assert reg.default.name == "new"
+        era = reg.get("era-2020-2022")
+        assert era.ckpt == "y/checkpoint-3" and era.desc == "trained on 2020-2022" and era.model_extra["gconf"] == "ms"
+        assert reg.get("ex_smollm2").model_extra["group"] == "MICRO"
+
+    def test_old_layout_without_best_defaults_to_the_last_micro(self, tmp_path):
+        path = tmp_path / "models.json"
+        path.write_text(json.dumps({"MICRO": [{"name": "a", "ckpt": "a"}, {"name": "b", "ckpt": "b"}]}))
+        assert ModelRegistry(path).default.name == "b"
+
+    def test_register_keeps_the_old_entries_in_the_new_layout(self, tmp_path):
+        path = tmp_path / "models.json"
+        path.write_text(json.dumps({"BEST": [{"name": "a", "ckpt": "a"}, {"name": "b", "ckpt": "b"}]}))
+        ModelRegistry(path).register("c", "", "c")
+        raw = json.loads(path.read_text())
+        assert raw["default"] == "b" and [m["name"] for m in raw["models"]] == ["a", "b", "c"]
+        assert ModelRegistry(path).get("a").model_extra["group"] == "BEST"
+
+    def test_old_layout_duplicate_names_are_refused(self, tmp_path):
+        path = tmp_path / "models.json"
+        path.write_text(json.dumps({"BEST": [{"name": "a", "ckpt": "a"}], "MICRO": [{"name": "a", "ckpt": "b"}]}))
+        with pytest.raises(CloneusError, match="MICRO entry 'a' has the name of a BEST entry"):
+            ModelRegistry(path)
 
     def test_register_writes_and_rereads(self, tmp_path):
         path = tmp_path / "cfg" / "models.json"
@@ -58,6 +93,7 @@ class TestModelRegistry:
             ('{"models": [{"name": "a"}]}', r"models\[0\].ckpt"),
             ('{"default": "zz", "models": [{"name": "a", "ckpt": "c"}]}', "default 'zz'"),
             ("[1, 2]", "expected an object"),
+            ('{"ERA": [{"gconf": "ms", "ckpt": "c"}]}', r"ERA\[0\].name"),
         ],
     )
     def test_bad_file_names_the_problem(self, tmp_path, content, message):
