@@ -58,12 +58,14 @@ def _load_users(cfg: CloneusConfig, frame_loader) -> UserIndex:
     from cloneus.data.users import UserIndex
 
     path = Path(cfg.dataset.users_json)
-    if path.is_file():
-        return UserIndex.load(path)
-    logger.info(
-        "no user index at %s; using one built from the chat (run `python -m cloneus index build` to edit it)", path
-    )
-    return UserIndex.build(frame_loader(), min_share=cfg.dataset.min_share)
+    existing = UserIndex.load(path) if path.is_file() else None
+    if existing is not None and not existing.needs_counts:
+        return existing
+    if existing is None:
+        logger.info(
+            "no user index at %s; using one built from the chat (run `python -m cloneus index build` to edit it)", path
+        )
+    return UserIndex.build(frame_loader(), min_share=cfg.dataset.min_share, existing=existing)
 
 
 def _drop_unwanted_users(frame: pd.DataFrame, users: UserIndex, dropped: dict[str, int]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cloneus.errors import CloneusError, ConfigError, UnknownAuthorError
 from cloneus.io import atomic_write_text
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_SHARE = 0.005
+# The old scripts/build.py wrote a JSON list of these per user; "b0" marked the Cloneus bot's own account.
+LEGACY_FIELDS = {"id", "firstName", "authorInitial", "username", "displayName", "isBot"}
+LEGACY_BOT_INITIAL = "b0"
 
 
 class User(BaseModel):
@@ -65,6 +68,7 @@ class UserIndex(BaseModel):
 
     users: list[User] = Field(default_factory=list)
     min_share: float = Field(DEFAULT_MIN_SHARE, ge=0, description="Share (or count when > 1) needed for training.")
+    _old_layout: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _derive_included(self) -> UserIndex:
@@ -91,6 +95,8 @@ class UserIndex(BaseModel):
             ) from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if isinstance(raw, list):
+            return cls.from_old_layout(raw, path)
         try:
             index = cls.model_validate(raw)
         except ValidationError as e:
@@ -104,6 +110,51 @@ class UserIndex(BaseModel):
                 ", ".join(stale),
             )
         return index
+
+    @classmethod
+    def from_old_layout(cls, entries: list, path: str | Path) -> UserIndex:
+        """Read the old `scripts/build.py` index: a list of `{id, firstName, authorInitial, username, displayName,
+        isBot}`. It lists only the users the old system trained, and has no message counts.
+
+        The result keeps names, first names and bot flags; `needs_counts` is True, and `build(frame, existing=...)`
+        counts the chat and marks everyone the old index did not list as excluded, because the old system left
+        their messages out entirely (too few messages, or excluded with `build.py -e`).
+
+        Raises:
+            ConfigError: an entry is not an object with the old fields; names the file and the entry.
+        """
+        users = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "username" not in entry or "id" not in entry:
+                raise ConfigError(
+                    f"{path}: entry #{i + 1}: expected an object with the old scripts/build.py fields "
+                    f'{sorted(LEGACY_FIELDS)}, or a new index ({{"min_share": ..., "users": [...]}})'
+                )
+            username = str(entry["username"])
+            users.append(
+                User(
+                    id=str(entry["id"]),
+                    username=username,
+                    display_name=str(entry.get("displayName") or username),
+                    first_name=entry.get("firstName") or None,
+                    is_bot=bool(entry.get("isBot")) or entry.get("authorInitial") == LEGACY_BOT_INITIAL,
+                )
+            )
+        logger.warning(
+            "%s is an old scripts/build.py user index (%d users, no message counts); it is read with counts from "
+            "the chat. Convert it once with `python -m cloneus index build CHAT_EXPORT -o %s`",
+            path,
+            len(users),
+            path,
+        )
+        index = cls(users=users)
+        index._old_layout = True
+        return index
+
+    @property
+    def needs_counts(self) -> bool:
+        """True for an index read from the old layout: it must be rebuilt against the chat before training."""
+        return self._old_layout
 
     def save(self, path: str | Path) -> None:
         """Write atomically: the old file stays intact if anything fails. One user object per line."""
@@ -128,7 +179,8 @@ class UserIndex(BaseModel):
             min_share (`float`, *optional*, defaults to `0.005`): share, or count when > 1, needed to be trained.
             existing (`UserIndex`, *optional*): its first names, exclusions, opt-outs and bot flags are kept
                 (matched by id, then username). Its users missing from `frame` stay, with zero messages, so an
-                opt-out is never forgotten.
+                opt-out is never forgotten. An old-layout index (`needs_counts`) also excludes everyone it does
+                not list, as the old system did.
             exclude (`Iterable[str]`): names (username or display name) to mark excluded.
             bots (`Iterable[str]`): names to mark as bots.
 
@@ -160,7 +212,11 @@ class UserIndex(BaseModel):
                     )
                 )
         if existing is not None:
+            listed = {u.id for u in existing.users} | {u.username.casefold() for u in existing.users}
             users = _merge_edits(users, existing)
+            if existing.needs_counts:
+                for user in users:
+                    user.excluded = user.excluded or not ({user.id, user.username.casefold()} & listed)
         index = cls(users=sorted(users, key=lambda u: (-u.message_count, u.display_name.lower())), min_share=min_share)
         for name in exclude:
             index.set(name, excluded=True)

@@ -46,20 +46,23 @@ class TrainResult:
 
 
 def load_users(cfg: CloneusConfig, chatlog: str | Path | None) -> UserIndex:
-    """The user index at `dataset.users_json`, or one built from the chat when that file does not exist."""
+    """The user index at `dataset.users_json`, or one built from the chat when that file does not exist (or is
+    the old scripts/build.py layout, which has no counts)."""
     from cloneus.data.clean import clean_messages
     from cloneus.data.readers import read_chat
     from cloneus.data.users import UserIndex
 
     path = Path(cfg.dataset.users_json)
-    if path.is_file():
-        return UserIndex.load(path)
+    existing = UserIndex.load(path) if path.is_file() else None
+    if existing is not None and not existing.needs_counts:
+        return existing
     source = chatlog or cfg.dataset.chatlog
     if source is None:
         raise CloneusError("dataset.chatlog is not set; pass -d FILE or set dataset.chatlog in the config")
-    logger.info("no user index at %s; building one from %s (edit it with `python -m cloneus index`)", path, source)
+    if existing is None:
+        logger.info("no user index at %s; building one from %s (edit it with `python -m cloneus index`)", path, source)
     cleaned = clean_messages(read_chat(source), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes)
-    return UserIndex.build(cleaned.frame, min_share=cfg.dataset.min_share)
+    return UserIndex.build(cleaned.frame, min_share=cfg.dataset.min_share, existing=existing)
 
 
 def use_bf16(precision: str) -> bool:

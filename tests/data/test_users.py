@@ -222,3 +222,53 @@ class TestCli:
         err = capsys.readouterr().err
         assert "truncated" in err and "zoe" in err and "nothing to change" in err
         assert main(["index", "show", "-i", str(tmp_path / "missing.json")]) == 2
+
+
+def old_index_entries() -> list[dict]:
+    """What the old scripts/build.py wrote: only the users it trained, plus the Cloneus bot ("b0"), no counts."""
+    return [
+        {"id": 0, "firstName": "Cloney", "authorInitial": "b0", "username": "cloneus", "displayName": "Cloneus",
+         "isBot": True},
+        {"id": "id-ann", "firstName": "Annie", "authorInitial": "a1", "username": "ann", "displayName": "Ann",
+         "isBot": False},
+        {"id": 123, "firstName": "", "authorInitial": "b1", "username": "ben", "displayName": "Ben", "isBot": False},
+    ]  # fmt: skip
+
+
+class TestOldBuildPyIndex:
+    def test_reads_names_first_names_and_bot_flags(self, tmp_path, caplog):
+        path = tmp_path / "users.json"
+        path.write_text(json.dumps(old_index_entries()))
+        index = UserIndex.load(path)
+        assert index.needs_counts
+        assert [(u.id, u.display_name, u.first_name, u.is_bot) for u in index.users] == [
+            ("0", "Cloneus", "Cloney", True),
+            ("id-ann", "Ann", "Annie", False),
+            ("123", "Ben", None, False),
+        ]
+        assert "old scripts/build.py user index" in caplog.text and "cloneus index build" in caplog.text
+
+    def test_rebuild_counts_the_chat_and_excludes_users_the_old_index_left_out(self, tmp_path):
+        path = tmp_path / "users.json"
+        path.write_text(json.dumps(old_index_entries()))
+        index = UserIndex.build(_frame(COUNTS), min_share=0.005, existing=UserIndex.load(path))
+        assert not index.needs_counts
+        assert [u.display_name for u in index.trainable()] == ["Ann", "Ben"]  # ben matched by username
+        assert index.get("ann").first_name == "Annie" and index.get("ann").message_count == 60
+        assert index.get("cal").excluded and index.get("dee").excluded  # the old system dropped their messages
+
+    def test_index_build_converts_the_file_in_place(self, tmp_path, capsys):
+        users = tmp_path / "users.json"
+        users.write_text(json.dumps(old_index_entries()))
+        chat = tmp_path / "chat.csv"
+        chat.write_text("username,text\n" + "ann,hello there\n" * 6 + "ben,hi\n" * 3 + "cal,yo\n")
+        assert main(["index", "build", str(chat), "-o", str(users)]) == 0
+        again = UserIndex.load(users)
+        assert not again.needs_counts and isinstance(json.loads(users.read_text()), dict)
+        assert [u.username for u in again.trainable()] == ["ann", "ben"] and again.get("cal").excluded
+
+    def test_an_unreadable_entry_names_the_file_and_entry(self, tmp_path):
+        path = tmp_path / "users.json"
+        path.write_text(json.dumps([{"id": 1, "username": "a"}, "oops"]))
+        with pytest.raises(ConfigError, match=r"users.json: entry #2: expected an object with the old"):
+            UserIndex.load(path)
