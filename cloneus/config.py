@@ -102,6 +102,11 @@ class CleaningConfig(_Section):
 
 class DatasetConfig(_Section):
     chatlog: str | None = Field(None, description="Chat export to train on; `-d FILE` on the CLI overrides it.")
+    date_format: Literal["auto", "dayfirst", "monthfirst"] = Field(
+        "auto",
+        description="Order of numeric dates like 01/11/2004 in CSV and WhatsApp exports. 'auto' decides per file "
+        "from the dates that only fit one order, and refuses a file where none does; --dayfirst / --monthfirst.",
+    )
     users_json: str = Field("config/users.json", description="The user index.")
     hours_between_sessions: float | list[float] = Field(
         4.0, description="Hours of silence that start a new session. A list makes one grouping per cutoff."

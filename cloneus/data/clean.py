@@ -4,7 +4,9 @@ Every rule is a vectorised pandas operation over the whole text column; the few 
 callback (mention names) run only on the rows that contain a `<`. On a million messages cleaning takes a few
 seconds. The order matters and is fixed:
 
-1. timestamps to UTC, then a stable sort by time (exports can be out of order; ties keep file order);
+1. timestamps to UTC; a minority dated before 1990 (epoch 0 and other clock faults, among years of real dates)
+   is dropped as `implausible_date`, since it would stretch the chat's time span; then a stable sort by time
+   (exports can be out of order; ties keep file order);
 2. each author id takes its latest display name (`unify_author_names`);
 3. drop bot accounts, then command messages (checked on the raw text);
 4. strip Discord CDN attachment links, resolve mentions/channels/emoji, collapse blank lines, trim whitespace;
@@ -33,6 +35,9 @@ CDN_LINK = r"https?://(?:cdn\.discordapp\.com|media\.discordapp\.net)/\S*"
 # <@id> / <@!id> user, <@&id> role, <#id> channel, <:name:id> / <a:name:id> custom emoji.
 DISCORD_MARKUP = re.compile(r"<(@!?|@&|#)(\d+)>|<a?:(\w+):\d+>")
 BLANK_LINE_RUN = r"\n[ \t]*(?:\n[ \t]*)+"
+# No supported chat app predates this (IRC logs start in 1988, the others after 2000): earlier dates are clock faults.
+PLAUSIBLE_SINCE = "1990-01-01"
+MAX_LOGGED_ROWS = 5
 
 
 @dataclass
@@ -59,6 +64,30 @@ def _to_utc(stamps: pd.Series) -> pd.Series:
     else:
         stamps = pd.to_datetime(stamps, utc=True, format="mixed")
     return stamps.astype("datetime64[ns, UTC]")
+
+
+def _implausible_dates(frame: pd.DataFrame) -> pd.Series:
+    """Rows dated before `PLAUSIBLE_SINCE` when most of the chat is not (logged with their ids and dates).
+
+    When most of the chat is that early the export's clock itself is off, and dropping most of it would hide
+    that: those rows are kept and the problem is logged.
+    """
+    import pandas as pd
+
+    stamps = frame["timestamp"]
+    early = stamps < pd.Timestamp(PLAUSIBLE_SINCE, tz="UTC")
+    count = int(early.sum())
+    if not count:
+        return early
+    rows = frame[early].head(MAX_LOGGED_ROWS)
+    pairs = zip(rows["message_id"], rows["timestamp"], strict=True)
+    examples = ", ".join(f"message {i} at {t:%Y-%m-%d %H:%M}" for i, t in pairs)
+    examples += ", ..." if count > MAX_LOGGED_ROWS else ""
+    if count * 2 >= int(stamps.notna().sum()):
+        logger.warning("most timestamps are before %s (%s); check the export's clock", PLAUSIBLE_SINCE, examples)
+        return early & False
+    logger.warning("dropped %d message(s) dated before %s, among later ones (%s)", count, PLAUSIBLE_SINCE, examples)
+    return early
 
 
 def _sort_by_time(frame: pd.DataFrame) -> pd.DataFrame:
@@ -235,6 +264,10 @@ def clean_messages(
     out.attrs = {}  # pandas deep-copies attrs on every operation; put them back at the end
     out["text"] = out["text"].fillna("").astype("str")
     out["timestamp"] = _to_utc(out["timestamp"])
+    implausible = _implausible_dates(out)
+    if implausible.any():
+        out = out[~implausible]
+        dropped["implausible_date"] = dropped.get("implausible_date", 0) + int(implausible.sum())
     out["reply_to"] = out["reply_to"].astype(object).where(out["reply_to"].notna(), None)
     out = _sort_by_time(out).reset_index(drop=True)
     codes, _ = pd.factorize(out["author_id"])

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloneus.data.prepare_cli import add_prepare_command
+from cloneus.data.prepare_cli import add_date_order_arguments, add_prepare_command, date_order_overrides
 
 if TYPE_CHECKING:
     from cloneus.data.users import User, UserIndex
@@ -67,16 +67,18 @@ def _index_build(args: argparse.Namespace) -> int:
     from cloneus.data.users import DEFAULT_MIN_SHARE, UserIndex
 
     cleaning, min_share, output = CleaningConfig(), DEFAULT_MIN_SHARE, Path(DEFAULT_USERS_JSON)
+    date_format = args.date_format or "auto"
     if args.config:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, date_order_overrides(args))
         cleaning, min_share, output = cfg.dataset.cleaning, cfg.dataset.min_share, Path(cfg.dataset.users_json)
+        date_format = cfg.dataset.date_format
     output = Path(args.output) if args.output else output
     existing = UserIndex.load(output) if output.exists() else None
     if args.min_share is not None:
         min_share = args.min_share
     elif existing is not None:
         min_share = existing.min_share
-    frame = read_chat(args.file, chat=args.chat)
+    frame = read_chat(args.file, chat=args.chat, date_format=date_format)
     # Counts are of cleaned messages before burst merging: a user's share should not depend on typing style.
     # Bots stay in, so the index lists them (flagged) instead of silently missing them.
     result = clean_messages(frame, cleaning.model_copy(update={"drop_bots": False}), merge_window_minutes=0)
@@ -138,6 +140,7 @@ def _add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help=f"user index to write (default: {DEFAULT_USERS_JSON})")
     p.add_argument("--chat", help="full Telegram export only: the chat to read, by name or id (default: the largest)")
     p.add_argument("-c", "--config", help="train config whose dataset.cleaning, min_share and users_json to use")
+    add_date_order_arguments(p)
     p.set_defaults(func=_index_build)
 
 

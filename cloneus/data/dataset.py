@@ -299,7 +299,7 @@ def prepare_dataset(
 
     def load_clean():
         if not cleaned:
-            raw = read_chat(path)
+            raw = read_chat(path, date_format=cfg.dataset.date_format)
             timer.lap("read")
             cleaned.append(clean_messages(raw, cfg.dataset.cleaning, cfg.dataset.merge_window_minutes))
             timer.lap("clean")

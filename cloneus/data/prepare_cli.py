@@ -69,6 +69,24 @@ def print_stats(stats: dict, lengths: Sequence[int], chunk_size: int) -> None:
         _write(line)
 
 
+def add_date_order_arguments(p: argparse.ArgumentParser) -> None:
+    """`--dayfirst` / `--monthfirst`: set `dataset.date_format` for a file whose dates fit either order."""
+    order = p.add_mutually_exclusive_group()
+    for value in ("dayfirst", "monthfirst"):
+        order.add_argument(
+            f"--{value}",
+            dest="date_format",
+            action="store_const",
+            const=value,
+            help=f"read numeric dates like 01/11/2004 {value[:-5]}-first (sets dataset.date_format={value})",
+        )
+
+
+def date_order_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` form of `--dayfirst` / `--monthfirst`, so the flag is validated like the config key."""
+    return [f"dataset.date_format={args.date_format}"] if args.date_format else []
+
+
 def _prepare(args: argparse.Namespace) -> int:
     import datasets
 
@@ -78,7 +96,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     # The statistics are this command's output; the cache writer's progress bars would only interleave with them.
     datasets.disable_progress_bars()
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set + date_order_overrides(args))
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_dataset(cfg, tokenizer, args.data)
     print_stats(data.stats, data.train["length"], cfg.training.chunk_size)
@@ -94,4 +112,5 @@ def add_prepare_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", help="train config (default: config/train_config.yaml)")
     p.add_argument("-d", "--data", help="chat export; overrides dataset.chatlog")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_date_order_arguments(p)
     p.set_defaults(func=_prepare)

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cloneus.data.prepare_cli import add_date_order_arguments, date_order_overrides
 from cloneus.errors import ConfigError
 
 EXIT_INTERRUPTED = 130
@@ -53,6 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="with --feedback: the served checkpoint whose adapter is tuned (its config, plus -c's feedback section)",
     )
+    add_date_order_arguments(p)
     p.set_defaults(func=train_command)
 
     p = sub.add_parser(
@@ -86,7 +88,7 @@ def load_train_config(args: argparse.Namespace):
     from cloneus.config import load_config
     from cloneus.training.rundir import RunDir
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + date_order_overrides(args)
     if args.max_steps is not None:
         if args.max_steps <= 0:
             raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")

@@ -61,7 +61,9 @@ def load_users(cfg: CloneusConfig, chatlog: str | Path | None) -> UserIndex:
         raise CloneusError("dataset.chatlog is not set; pass -d FILE or set dataset.chatlog in the config")
     if existing is None:
         logger.info("no user index at %s; building one from %s (edit it with `python -m cloneus index`)", path, source)
-    cleaned = clean_messages(read_chat(source), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes)
+    cleaned = clean_messages(
+        read_chat(source, date_format=cfg.dataset.date_format), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes
+    )
     return UserIndex.build(cleaned.frame, min_share=cfg.dataset.min_share, existing=existing)
 
 

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["FORMAT_NAMES", "detect_format", "known_formats", "read_chat"]
 
 
-def read_chat(path: str | Path, *, chat: str | None = None) -> pd.DataFrame:
+def read_chat(path: str | Path, *, chat: str | None = None, date_format: str = "auto") -> pd.DataFrame:
     """Read a chat export of any supported format into the canonical message frame.
 
     Args:
@@ -35,6 +35,8 @@ def read_chat(path: str | Path, *, chat: str | None = None) -> pd.DataFrame:
             WhatsApp `.txt` or a Telegram Desktop `result.json`. The extension is ignored.
         chat (`str`, *optional*): for a full Telegram export, the name or id of the chat to read (default: the
             largest). Ignored by the other formats.
+        date_format (`str`, *optional*, defaults to `"auto"`): `dataset.date_format`, the order of numeric dates
+            like 01/11/2004 in CSV and WhatsApp exports: `auto` (decided per file), `dayfirst` or `monthfirst`.
 
     Returns:
         `pd.DataFrame` with columns `message_id, author_id, author, text, timestamp, reply_to` (+ extras), in
@@ -48,13 +50,10 @@ def read_chat(path: str | Path, *, chat: str | None = None) -> pd.DataFrame:
     fmt = detect_format(path)
     if fmt == "telegram":
         frame = read_telegram(path, chat=chat)
+    elif fmt == "dce_json":
+        frame = read_dce_json(path)
     else:
-        readers = {
-            "dce_json": read_dce_json,
-            "dce_csv": read_dce_csv,
-            "generic_csv": read_generic_csv,
-            "whatsapp": read_whatsapp,
-        }
-        frame = readers[fmt](path)
+        readers = {"dce_csv": read_dce_csv, "generic_csv": read_generic_csv, "whatsapp": read_whatsapp}
+        frame = readers[fmt](path, date_format=date_format)
     logger.info("%s: %d messages read as %s", path, len(frame), FORMAT_NAMES[fmt])
     return frame

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloneus.data.readers.frames import build_frame, csv_line_of_record, parse_timestamps, utf8_error
+from cloneus.data.readers.frames import build_frame, csv_line_of_record, utf8_error
+from cloneus.data.readers.timestamps import ParsedTimes, parse_timestamps
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -68,19 +69,21 @@ def _drop_missing_authors(path: Path, table: pd.DataFrame, column: str) -> tuple
     return table, count
 
 
-def _timestamps(path: Path, table: pd.DataFrame, column: str) -> pd.Series:
+def _timestamps(path: Path, table: pd.DataFrame, column: str, date_format: str) -> ParsedTimes:
     return parse_timestamps(
         table[column],
         path=path,
         where=lambda i: {"line": csv_line_of_record(path, int(table.index[i])), "field": column},
+        date_format=date_format,
     )
 
 
-def read_dce_csv(path: str | Path) -> pd.DataFrame:
+def read_dce_csv(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
     """Read a DiscordChatExporter CSV (`AuthorID,Author,Date,Content,Attachments,Reactions`).
 
     The CSV has no message ids or reply links: `message_id` is the row number and `reply_to` is empty.
     Attachment URLs (comma-separated in `Attachments`) are appended to the text on their own lines.
+    `date_format` is `dataset.date_format` (see `cloneus.data.readers.timestamps`).
     """
     import pandas as pd
 
@@ -92,31 +95,37 @@ def read_dce_csv(path: str | Path) -> pd.DataFrame:
         urls = table["attachments"].str.replace(r"\s*,\s*", "\n", regex=True).str.strip()
         text = (text + "\n" + urls).str.strip("\n").where(urls != "", text)
     author = table["author"].str.replace(DISCRIMINATOR, "", regex=True)
+    times = _timestamps(path, table, "date", date_format)
     columns = {
         "message_id": pd.Series(table.index.to_numpy(), index=table.index).astype("str"),
         "author_id": table["authorid"],
         "author": author,
         "text": text,
-        "timestamp": _timestamps(path, table, "date"),
+        "timestamp": times.stamps,
         "reply_to": [None] * len(table),
         "username": author,
     }
-    return build_frame(columns, path=path, fmt="dce_csv", dropped={"no_author": no_author})
+    return build_frame(
+        columns, path=path, fmt="dce_csv", dropped={"no_author": no_author}, out_of_range=times.out_of_range
+    )
 
 
-def read_generic_csv(path: str | Path) -> pd.DataFrame:
+def read_generic_csv(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
     """Read the generic CSV `username,text[,timestamp]`.
 
     `author_id` and `author` are both the username. Without a timestamp column every timestamp is NaT, and
-    the dataset step falls back to token-budget chunking. Naive timestamps are taken as UTC.
+    the dataset step falls back to token-budget chunking. Naive timestamps are taken as UTC; numbers are epoch
+    times, and numeric dates follow `date_format` (see `cloneus.data.readers.timestamps`).
     """
     import pandas as pd
 
     path = Path(path)
     table = _read_table(path, GENERIC_COLUMNS, GENERIC_OPTIONAL)
     table, no_author = _drop_missing_authors(path, table, "username")
+    out_of_range = None
     if "timestamp" in table.columns:
-        stamps = _timestamps(path, table, "timestamp")
+        times = _timestamps(path, table, "timestamp", date_format)
+        stamps, out_of_range = times.stamps, times.out_of_range
     else:
         stamps = pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns, UTC]")
     username = table["username"].str.strip()
@@ -128,4 +137,6 @@ def read_generic_csv(path: str | Path) -> pd.DataFrame:
         "timestamp": stamps,
         "reply_to": [None] * len(table),
     }
-    return build_frame(columns, path=path, fmt="generic_csv", dropped={"no_author": no_author})
+    return build_frame(
+        columns, path=path, fmt="generic_csv", dropped={"no_author": no_author}, out_of_range=out_of_range
+    )

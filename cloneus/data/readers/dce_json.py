@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloneus.data.readers.frames import build_frame, open_json, parse_timestamps, utf8_error
+from cloneus.data.readers.frames import build_frame, open_json, utf8_error
+from cloneus.data.readers.timestamps import parse_timestamps
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -89,16 +90,13 @@ def read_dce_json(path: str | Path) -> pd.DataFrame:
         except UnicodeDecodeError as e:
             raise _json_error(path, e, count) from None
     channels = {str(channel["id"]): channel.get("name", "")} if isinstance(channel, dict) else {}
+    times = parse_timestamps(stamps, path=path, where=lambda i: {"field": f"messages[{positions[i]}].timestamp"})
     frame_columns = {
         "message_id": ids,
         "author_id": author_ids,
         "author": authors,
         "text": texts,
-        "timestamp": parse_timestamps(
-            stamps, path=path, where=lambda i: {"field": f"messages[{positions[i]}].timestamp"}
-        )
-        if stamps
-        else [],
+        "timestamp": times.stamps,
         "reply_to": replies,
         "username": usernames,
         "is_bot": bots,
@@ -108,5 +106,6 @@ def read_dce_json(path: str | Path) -> pd.DataFrame:
         path=path,
         fmt="dce_json",
         dropped={"system": system},
+        out_of_range=times.out_of_range,
         extra_attrs={"guild": guild, "channel": channel, "channels": channels, "user_names": user_names},
     )

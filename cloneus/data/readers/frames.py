@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Callable, Sequence
+import logging
+import re
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 UTF8_BOM = codecs.BOM_UTF8
 SCAN_CHUNK_BYTES = 1 << 20
@@ -27,6 +32,52 @@ FORMAT_NAMES = {
     "whatsapp": "WhatsApp .txt export (iOS or Android)",
     "telegram": "Telegram Desktop JSON (result.json, single chat or full export)",
 }
+# Characters that show as nothing: C0/C1 controls (not the whitespace ones), the byte-order mark, zero-width and
+# bidi marks, soft hyphen, and the blank "letters" used for invisible nicknames (Hangul fillers, braille blank).
+INVISIBLE = re.compile(
+    "[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b\u200c\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0]"
+    # A zero-width joiner next to a letter or digit ("a\u200dlice"); between emoji it builds one glyph, so it stays.
+    "|(?<=\\w)\u200d|\u200d(?=\\w)"
+)
+NAME_COLUMNS = ("author_id", "author", "username")
+MAX_LOGGED_NAMES = 5
+
+
+def canonical_name(name: str) -> str:
+    """A name as it looks: NFC, without invisible characters, whitespace runs as one space, trimmed.
+
+    "alice", "\ufeffalice", "a\u200dlice" and " alice " all look like alice, so they must be one user, not
+    several that nobody can tell apart in the prompt.
+    """
+    return " ".join(INVISIBLE.sub("", unicodedata.normalize("NFC", name)).split())
+
+
+def _canonical_authors(frame: pd.DataFrame, path: str | Path) -> tuple[pd.DataFrame, int]:
+    """The frame with `canonical_name` applied to its name columns, less the rows whose author is then empty."""
+    changed: dict[str, str] = {}
+    for column in NAME_COLUMNS:
+        if column not in frame.columns:
+            continue
+        names = frame[column].astype(str)
+        mapping = {n: canonical_name(n) for n in names.unique()}
+        moved = {k: v for k, v in mapping.items() if k != v}
+        if moved:
+            changed.update(moved)
+            frame[column] = names.map(mapping)
+    if changed:
+        examples = ", ".join(f"{k!r} -> {v!r}" for k, v in list(changed.items())[:MAX_LOGGED_NAMES])
+        logger.warning(
+            "%s: %d author name(s) held invisible characters or odd whitespace and now read as they look (%s)",
+            path,
+            len(changed),
+            examples,
+        )
+    unnamed = ((frame["author"] == "") | (frame["author_id"] == "")).to_numpy()
+    if unnamed.any():
+        logger.warning("%s: dropped %d message(s) whose author name is blank", path, int(unnamed.sum()))
+        frame = frame[~unnamed].reset_index(drop=True)
+    return frame, int(unnamed.sum())
 
 
 def build_frame(
@@ -36,18 +87,28 @@ def build_frame(
     fmt: str,
     extra_attrs: dict[str, Any] | None = None,
     dropped: dict[str, int] | None = None,
+    out_of_range: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Assemble the canonical frame from columns (lists or Series) and record provenance in `frame.attrs`.
 
     `frame.attrs` carries what later steps may use: `format`, `source`, `dropped` (reason -> rows the reader
     skipped; `clean_messages` adds them to its own counts) and reader-specific keys such as `guild`, `channel`,
     `channels` (id -> name) and `user_names` (id -> display name, for mentions of people who never wrote).
+    Rows flagged in `out_of_range` (from `ParsedTimes`) are dropped as `date_out_of_range`; author names are
+    made canonical (`canonical_name`), and rows left without one are dropped as `no_author`.
     """
     import pandas as pd
 
     from cloneus.data.messages import COLUMNS
 
     frame = pd.DataFrame(columns).reset_index(drop=True)
+    dropped = dict(dropped or {})
+    if out_of_range is not None and out_of_range.any():
+        frame = frame[~out_of_range].reset_index(drop=True)
+        dropped["date_out_of_range"] = int(out_of_range.sum())
+    if not frame.empty:
+        frame, unnamed = _canonical_authors(frame, path)
+        dropped["no_author"] = dropped.get("no_author", 0) + unnamed
     frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
     frame["reply_to"] = frame["reply_to"].astype(object).where(frame["reply_to"].notna(), None)
     extras = [c for c in frame.columns if c not in COLUMNS]
@@ -55,43 +116,12 @@ def build_frame(
     frame.attrs = {
         "format": fmt,
         "source": str(path),
-        "dropped": {k: v for k, v in (dropped or {}).items() if v},
+        "dropped": {k: v for k, v in dropped.items() if v},
         **(extra_attrs or {}),
     }
     if frame.empty:
         raise DataFormatError(path, f"no messages found (read as {FORMAT_NAMES[fmt]})")
     return frame
-
-
-def parse_timestamps(
-    values: pd.Series | Sequence[Any], *, path: str | Path, where: Callable[[int], dict[str, Any]]
-) -> pd.Series:
-    """Parse ISO-8601 strings (any offsets; none means UTC) into `datetime64[ns, UTC]`.
-
-    Mixed offsets are normalised to UTC. A missing value or one that does not parse raises `DataFormatError`;
-    `where(i)` gives the `line=`/`field=` of value i for the message.
-    """
-    import pandas as pd
-
-    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-    parsed = None
-    for fmt in ("ISO8601", "mixed"):
-        try:
-            parsed = pd.to_datetime(series, utc=True, format=fmt)
-            break
-        except (ValueError, TypeError, OverflowError):
-            continue
-    if parsed is None:
-        parsed = pd.to_datetime(series, utc=True, format="mixed", errors="coerce")
-    missing = parsed.isna().to_numpy()
-    if missing.any():
-        bad = int(missing.argmax())
-        raise DataFormatError(
-            path,
-            f"cannot parse timestamp {series.iloc[bad]!r}; expected ISO 8601 like 2024-01-31T18:05:00+00:00",
-            **where(bad),
-        )
-    return parsed.astype("datetime64[ns, UTC]")
 
 
 def open_json(path: str | Path) -> BinaryIO:

@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloneus.data.readers.frames import build_frame, open_json, parse_timestamps, utf8_error
+from cloneus.data.readers.frames import build_frame, open_json, utf8_error
+from cloneus.data.readers.timestamps import ParsedTimes, parse_timestamps
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -59,25 +60,31 @@ class _Columns:
         self.rows["reply_to"].append(str(reply) if reply is not None else None)
 
 
-def _stamps(path: Path, cols: _Columns, where_prefix: str) -> pd.Series:
+def _stamps(path: Path, cols: _Columns, where_prefix: str) -> ParsedTimes:
+    """`date_unixtime` (epoch seconds, exact UTC) where the export has it, else `date` (local time, no zone)."""
+    import numpy as np
     import pandas as pd
 
     raw = pd.Series(cols.rows["timestamp"], dtype=object)
-    unix = raw.str.startswith("@", na=False)
-    dates = parse_timestamps(
-        raw.where(~unix, "1970-01-01T00:00:00"),
-        path=path,
-        where=lambda i: {"field": f"{where_prefix}[{cols.positions[i]}].date"},
-    )
-    if unix.any():
-        seconds = pd.to_numeric(raw[unix].str[1:], errors="coerce")
-        if seconds.isna().any():
-            bad = int(seconds.isna().to_numpy().argmax())
-            raise DataFormatError(
-                path, "date_unixtime is not a number", field=f"{where_prefix}[{cols.positions[bad]}].date_unixtime"
-            )
-        dates[unix] = pd.to_datetime(seconds, unit="s", utc=True).astype("datetime64[ns, UTC]")
-    return dates
+    unix = raw.map(lambda v: isinstance(v, str) and v.startswith("@")).to_numpy(dtype=bool)
+    stamps = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    out_of_range = np.zeros(len(raw), dtype=bool)
+    for rows, values, key, unit in (
+        (unix, raw[unix].str[1:], "date_unixtime", "s"),
+        (~unix, raw[~unix], "date", None),
+    ):
+        if not rows.any():
+            continue
+        positions = np.asarray(cols.positions)[rows]
+        parsed = parse_timestamps(
+            values.reset_index(drop=True),
+            path=path,
+            where=lambda i, p=positions, k=key: {"field": f"{where_prefix}[{p[i]}].{k}"},
+            epoch_unit=unit,
+        )
+        stamps[rows] = parsed.stamps.to_numpy()
+        out_of_range[rows] = parsed.out_of_range
+    return ParsedTimes(stamps, out_of_range)
 
 
 def _is_full_export(path: Path) -> bool:
@@ -154,6 +161,15 @@ def read_telegram(path: str | Path, chat: str | None = None) -> pd.DataFrame:
     """
     path = Path(path)
     cols, name, where = _read_full(path, chat) if _is_full_export(path) else _read_single(path)
+    out_of_range = None
     if cols.positions:
-        cols.rows["timestamp"] = _stamps(path, cols, where)
-    return build_frame(cols.rows, path=path, fmt="telegram", dropped=cols.dropped, extra_attrs={"chat": name})
+        times = _stamps(path, cols, where)
+        cols.rows["timestamp"], out_of_range = times.stamps, times.out_of_range
+    return build_frame(
+        cols.rows,
+        path=path,
+        fmt="telegram",
+        dropped=cols.dropped,
+        out_of_range=out_of_range,
+        extra_attrs={"chat": name},
+    )

@@ -5,13 +5,12 @@
     1/15/24, 9:05 PM - Alice: hi              Android, US locale, 12-hour clock
 
 A line that starts with a date stamp opens a message; any other line continues the previous one. The date
-order (day/month or month/day) and the clock (12 or 24 hours) are decided once for the whole file: a first
-field above 12 means day-first, a second above 12 month-first, and if the file never says, the order whose
-timestamps run forwards more consistently wins. The times carry no zone, so they are read as UTC; only the
-gaps between them matter downstream. System notices (Android: a stamp line without `Name: `; iOS: text
-that starts with U+200E LEFT-TO-RIGHT MARK) count as `dropped["system"]`; media placeholders
-(`<Media omitted>`, `image omitted`, `<attached: ...>`) as `dropped["media"]`; "This message was deleted" as
-`dropped["deleted"]`.
+order (day/month or month/day) is decided once for the whole file by the rules every reader shares
+(`cloneus.data.readers.timestamps`), and a time no clock shows (25:61) is an error. The times carry no
+zone, so they are read as UTC; only the gaps between them matter downstream. System notices (Android: a
+stamp line without `Name: `; iOS: text that starts with U+200E LEFT-TO-RIGHT MARK) count as
+`dropped["system"]`; media placeholders (`<Media omitted>`, `image omitted`, `<attached: ...>`) as
+`dropped["media"]`; "This message was deleted" as `dropped["deleted"]`.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloneus.data.readers.frames import build_frame, utf8_error
+from cloneus.data.readers.timestamps import ParsedTimes, bound_to_range, decide_date_order
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -41,45 +41,65 @@ DELETED = re.compile(r"^(?:This message was deleted\.?|You deleted this message\
 DIRECTION_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2068\u2069"
 
 
-def _date_parts(dates: pd.Series, times: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Year/month/day/hour/minute/second columns, with the date order chosen for the whole file."""
+def _clock(times: pd.DataFrame, path: Path, lines: pd.Index) -> pd.DataFrame:
+    """Hour/minute/second columns (24-hour), refusing times no clock shows, such as 25:61 or 13:05 PM."""
+    import pandas as pd
+
+    hour, minute = times["hour"].astype(int), times["minute"].astype(int)
+    second = times["second"].fillna("0").astype(int)
+    twelve = times["ampm"].notna()
+    bad = (minute > 59) | (second > 59) | (hour > 23) | (twelve & ((hour > 12) | (hour == 0)))
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        shown = f"{times['hour'].iloc[i]}:{times['minute'].iloc[i]}" + (
+            f" {times['ampm'].iloc[i]}M" if twelve.iloc[i] else ""
+        )
+        raise DataFormatError(path, f"impossible time {shown!r}", line=int(lines[i]), field="time")
+    if twelve.any():
+        pm = times["ampm"].fillna("a").str.lower().eq("p")
+        hour = hour % 12 + pm * 12
+    return pd.DataFrame({"hour": hour, "minute": minute, "second": second})
+
+
+def _date_parts(dates: pd.Series, times: pd.DataFrame, path: Path, lines: pd.Index, date_format: str) -> ParsedTimes:
+    """The timestamps of the message lines, with the date order chosen for the whole file."""
     import pandas as pd
 
     fields = dates.str.split(r"[./-]", expand=True, regex=True).astype(int)
     a, b, c = fields[0], fields[1], fields[2]
-    hour = times["hour"].astype(int)
-    if times["ampm"].notna().any():
-        pm = times["ampm"].fillna("a").str.lower().eq("p")
-        hour = hour % 12 + pm * 12
-    clock = pd.DataFrame(
-        {"hour": hour, "minute": times["minute"].astype(int), "second": times["second"].fillna("0").astype(int)}
-    )
+    clock = _clock(times, path, lines)
+
+    def where(i: int) -> dict:
+        return {"line": int(lines[i]), "field": "date"}
+
+    def year_month_day(order: str) -> pd.DataFrame:
+        year, month, day = {"yearfirst": (a, b, c), "dayfirst": (c, b, a), "monthfirst": (c, a, b)}[order]
+        return pd.DataFrame({"year": year.where(year >= 100, year + 2000), "month": month, "day": day})
+
     if (a > 31).any():
-        orders = {"year-first": (a, b, c)}
-    elif (a > 12).any():
-        orders = {"day-first": (c, b, a)}
-    elif (b > 12).any():
-        orders = {"month-first": (c, a, b)}
+        order = "yearfirst"
     else:
-        orders = {"day-first": (c, b, a), "month-first": (c, a, b)}
-    best = None
-    for name, (year, month, day) in orders.items():
-        year = year.where(year >= 100, year + 2000)
-        parts = pd.DataFrame({"year": year, "month": month, "day": day}).join(clock)
-        stamps = pd.to_datetime(parts, errors="coerce", utc=True)
-        score = (int(stamps.isna().sum()), int((stamps.diff() < pd.Timedelta(0)).sum()))
-        if best is None or score < best[0]:
-            best = (score, name, stamps)
-    _, order, stamps = best
-    if len(orders) > 1:
-        logger.info("%s: day/month order is ambiguous; %s fits the message order best", path, order)
-    return stamps
+        order = decide_date_order(
+            a,
+            b,
+            path=path,
+            raw=dates,
+            where=where,
+            date_format=date_format,
+            dates_for=lambda o: pd.to_datetime(year_month_day(o), errors="coerce"),
+        )
+    stamps = pd.to_datetime(year_month_day(order).join(clock), errors="coerce", utc=True)
+    if stamps.isna().any():
+        bad = int(stamps.isna().to_numpy().argmax())
+        raise DataFormatError(path, f"impossible date {dates.iloc[bad]!r}", **where(bad))
+    return bound_to_range(stamps, path=path, raw=dates, where=where)
 
 
-def read_whatsapp(path: str | Path) -> pd.DataFrame:
+def read_whatsapp(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
     """Read a WhatsApp chat export (`_chat.txt` / `WhatsApp Chat with X.txt`) into the canonical frame.
 
-    `author_id` is the name as shown in the export (a contact name or phone number).
+    `author_id` is the name as shown in the export (a contact name or phone number). `date_format` is
+    `dataset.date_format`, used when no date in the file fixes the day/month order.
     """
     import pandas as pd
 
@@ -106,12 +126,8 @@ def read_whatsapp(path: str | Path) -> pd.DataFrame:
         text = pd.concat([text, pd.Series(joined.to_numpy(), index=first_rows.index)]).sort_index()
     heads = head[starts]
     line_numbers = heads.index + 1
-    stamps = _date_parts(heads["date"], heads[["hour", "minute", "second", "ampm"]], path)
-    if stamps.isna().any():
-        bad = int(stamps.isna().to_numpy().argmax())
-        raise DataFormatError(
-            path, f"impossible date {heads['date'].iloc[bad]!r}", line=int(line_numbers[bad]), field="date"
-        )
+    times = _date_parts(heads["date"], heads[["hour", "minute", "second", "ampm"]], path, line_numbers, date_format)
+    stamps = times.stamps.set_axis(heads.index)
     split = text.str.extract(AUTHOR_SPLIT)
     content = split["text"].fillna("").str.strip().str.strip(DIRECTION_MARKS)
     media = content.str.match(MEDIA) & split["author"].notna()
@@ -129,4 +145,6 @@ def read_whatsapp(path: str | Path) -> pd.DataFrame:
         "reply_to": pd.Series(None, index=author.index, dtype=object),
     }
     dropped = {"system": int(system.sum()), "media": int(media.sum()), "deleted": int(deleted.sum())}
-    return build_frame(columns, path=path, fmt="whatsapp", dropped=dropped)
+    return build_frame(
+        columns, path=path, fmt="whatsapp", dropped=dropped, out_of_range=times.out_of_range[keep.to_numpy()]
+    )
