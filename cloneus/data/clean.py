@@ -200,11 +200,14 @@ def _removed_rows(frame: pd.DataFrame, cleaning: CleaningConfig, attrs: dict, dr
     return removed
 
 
-def _merge_bursts(frame: pd.DataFrame, alive: np.ndarray, codes: np.ndarray, window_minutes: float) -> pd.DataFrame:
+def _merge_bursts(
+    frame: pd.DataFrame, alive: np.ndarray, codes: np.ndarray, window_minutes: float, merge_untimed: bool
+) -> pd.DataFrame:
     """The rows at positions `alive`, each run of one author's messages (gaps <= the window) folded into its first.
 
     Works on positions and numpy arrays, so the string columns are copied once, by the final `take`.
-    Without timestamps (all NaT) consecutive messages of one author always merge.
+    A gap with a missing timestamp (NaT) merges when `merge_untimed` (a format without timestamps: consecutive
+    messages of one author always merge), and never otherwise.
     """
     import numpy as np
 
@@ -213,7 +216,8 @@ def _merge_bursts(frame: pd.DataFrame, alive: np.ndarray, codes: np.ndarray, win
     gap = np.diff(stamps)
     follows = np.r_[
         False,
-        (authors[1:] == authors[:-1]) & ((gap <= np.timedelta64(int(window_minutes * 60e9), "ns")) | np.isnat(gap)),
+        (authors[1:] == authors[:-1])
+        & ((gap <= np.timedelta64(int(window_minutes * 60e9), "ns")) | (np.isnat(gap) & merge_untimed)),
     ]
     keep = ~follows
     result = frame.take(alive[keep])
@@ -241,7 +245,11 @@ def _merge_bursts(frame: pd.DataFrame, alive: np.ndarray, codes: np.ndarray, win
 
 
 def clean_messages(
-    frame: pd.DataFrame, cleaning: CleaningConfig | None = None, merge_window_minutes: float = 7.0
+    frame: pd.DataFrame,
+    cleaning: CleaningConfig | None = None,
+    merge_window_minutes: float = 7.0,
+    *,
+    merge_untimed: bool = True,
 ) -> CleanResult:
     """Apply the cleaning rules to a canonical frame (see the module docstring for the order).
 
@@ -249,6 +257,9 @@ def clean_messages(
         frame (`pd.DataFrame`): from `read_chat`; not modified.
         cleaning (`CleaningConfig`, *optional*): which rules run; defaults to `CleaningConfig()`.
         merge_window_minutes (`float`, *optional*, defaults to `7.0`): burst merge window; 0 disables merging.
+        merge_untimed (`bool`, *optional*, defaults to `True`): whether messages without a timestamp merge with
+            their author's neighbours. Exports without timestamps merge; serving histories without them do not
+            (`cloneus.data.normalize`).
 
     Returns:
         `CleanResult` with the cleaned frame (its `attrs` keep the reader's, with `dropped` updated) and the
@@ -275,7 +286,7 @@ def clean_messages(
         out["author"] = _latest_names(out, codes)
     alive = np.flatnonzero(~_removed_rows(out, cleaning, attrs, dropped))
     if merge_window_minutes > 0 and len(alive):
-        out = _merge_bursts(out, alive, codes, merge_window_minutes)
+        out = _merge_bursts(out, alive, codes, merge_window_minutes, merge_untimed)
     else:
         out = out.take(alive)
     dropped["merged"] = dropped.get("merged", 0) + len(alive) - len(out)

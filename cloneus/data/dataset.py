@@ -1,7 +1,8 @@
 """Chat export → tokenized, loss-masked train/eval datasets (contract 5), cached on disk.
 
-`prepare_dataset` runs the whole data pipeline: read, clean, drop opted-out/excluded users and bots, optional
-YouTube link tags, sessions per `hours_between_sessions` cutoff, chunks of at most `chunk_size` tokens, and labels.
+`prepare_dataset` runs the whole data pipeline: read, normalise (`cloneus.data.normalize`, the path serving
+shares: clean, drop opted-out/excluded users and bots, YouTube link tags, special tokens), sessions per
+`hours_between_sessions` cutoff, chunks of at most `chunk_size` tokens, and labels.
 The result is cached under `dataset.cache_dir` (`cloneus.data.dataset_cache` says what the key covers), so `train`
 after `prepare`, or a second run, loads it instead of rebuilding it.
 """
@@ -66,58 +67,6 @@ def _load_users(cfg: CloneusConfig, frame_loader) -> UserIndex:
             "no user index at %s; using one built from the chat (run `python -m cloneus index build` to edit it)", path
         )
     return UserIndex.build(frame_loader(), min_share=cfg.dataset.min_share, existing=existing)
-
-
-def _drop_unwanted_users(frame: pd.DataFrame, users: UserIndex, dropped: dict[str, int]) -> pd.DataFrame:
-    """Messages of opted-out, excluded and bot users never reach training data."""
-    by_key = {key: u for u in reversed(users.users) for key in (u.username.casefold(), u.display_name.casefold())}
-    by_key.update({u.id: u for u in users.users})
-    reasons = {}
-    for author_id in frame["author_id"].unique():
-        user = by_key.get(str(author_id)) or by_key.get(str(author_id).casefold())
-        if user is None:
-            continue
-        reason = "opted_out" if user.opted_out else "excluded" if user.excluded else "bot" if user.is_bot else None
-        if reason:
-            reasons[author_id] = reason
-    if not reasons:
-        return frame
-    why = frame["author_id"].map(reasons)
-    for reason, count in why.value_counts().items():
-        dropped[reason] = dropped.get(reason, 0) + int(count)
-    return frame[why.isna()].reset_index(drop=True)
-
-
-def _strip_control_tokens(texts: pd.Series, tokenizer: Any, dropped: dict[str, int]) -> pd.Series:
-    """Remove special-token strings typed into messages, so a message can never end a turn early."""
-    import re
-
-    specials = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
-    if not specials:
-        return texts
-    pattern = "|".join(re.escape(t) for t in specials)
-    hit = texts.str.contains(pattern, regex=True)
-    if hit.any():
-        logger.warning("removed special-token text from %d messages", int(hit.sum()))
-        dropped["special_tokens_stripped"] = int(hit.sum())
-        texts = texts.where(~hit, texts[hit].str.replace(pattern, "", regex=True))
-    return texts
-
-
-def _encode_youtube(texts: pd.Series, links: Any) -> pd.Series:
-    with links:
-        encoded = links.encode_texts(texts.tolist())
-    return texts.__class__(encoded, index=texts.index, dtype=texts.dtype)
-
-
-def _tag_context_authors(frame: pd.DataFrame, users: UserIndex, other_tag: str | None) -> pd.DataFrame:
-    """With `dataset.other_tag`, users who are not trained appear under that one tag instead of their names."""
-    if other_tag is None:
-        return frame
-    trained = {u.display_name for u in users.trainable()}
-    frame = frame.copy()
-    frame["author"] = frame["author"].where(frame["author"].isin(trained), other_tag)
-    return frame
 
 
 def _too_long_reporter(frame: pd.DataFrame, path: Path, cfg: CloneusConfig, n_prefix: int):
@@ -217,12 +166,10 @@ class _Timer:
 def _filter_messages(
     frame: pd.DataFrame, cfg: CloneusConfig, users: UserIndex, tokenizer: Any, links: Any, dropped: dict[str, int]
 ) -> pd.DataFrame:
-    """Steps after cleaning that depend on the user index, the tokenizer and YouTube."""
-    frame = _drop_unwanted_users(frame, users, dropped)
-    frame["text"] = _strip_control_tokens(frame["text"], tokenizer, dropped)
-    if links is not None:
-        frame["text"] = _encode_youtube(frame["text"], links)
-    return _tag_context_authors(frame, users, cfg.dataset.other_tag)
+    """Steps after cleaning that depend on the user index, the tokenizer and YouTube (`MessageNormalizer.filter`)."""
+    from cloneus.data.normalize import MessageNormalizer
+
+    return MessageNormalizer(cfg.dataset, users, tokenizer, links).filter(frame, dropped)
 
 
 def _group_sessions(gaps: np.ndarray | None, n: int, cfg: CloneusConfig) -> tuple[int, dict, dict]:
@@ -287,9 +234,9 @@ def prepare_dataset(
         DataFormatError: the export cannot be read, or one message is longer than `chunk_size` without
             `dataset.long_messages: error`.
     """
-    from cloneus.data.clean import clean_messages
     from cloneus.data.dataset_cache import cache_key, file_digest, load_entry, save_entry
     from cloneus.data.formatting import ChatFormatter
+    from cloneus.data.normalize import clean
     from cloneus.data.readers import read_chat
     from cloneus.data.sessions import silence_hours
     from cloneus.plugins.youtube import YouTubeLinks
@@ -301,7 +248,7 @@ def prepare_dataset(
         if not cleaned:
             raw = read_chat(path, date_format=cfg.dataset.date_format)
             timer.lap("read")
-            cleaned.append(clean_messages(raw, cfg.dataset.cleaning, cfg.dataset.merge_window_minutes))
+            cleaned.append(clean(raw, cfg.dataset))
             timer.lap("clean")
         return cleaned[0]
 

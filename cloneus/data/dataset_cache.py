@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cloneus.config import CloneusConfig
     from cloneus.data.users import UserIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HASH_BLOCK_BYTES = 1 << 20
 
 

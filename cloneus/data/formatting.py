@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloneus.data.chat_template import TemplateTurns, resolve_chat_template
+from cloneus.data.normalize import ControlTokens, find_user, user_lookup
 from cloneus.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -69,9 +70,10 @@ class ChatFormatter:
         self.users = users
         self.masked_authors = {a.casefold() for a in masked_authors}
         self.tokens_added = resolve_chat_template(tokenizer, fmt.custom_chat_template)
-        self._system = self._format_system_prompt()
+        self.control = ControlTokens(tokenizer)
         self._tags: dict[str, str] = {}
         self._by_name: dict[str, User] | None = None
+        self._system = self._format_system_prompt()
         self._sep = fmt.tag_sep or ""
         self._turns: TemplateTurns | None = None
         if fmt.tag_placement == "tag_only":
@@ -93,7 +95,9 @@ class ChatFormatter:
             return None
         mapping = self.prompt.name_mapping
         if mapping is None:
-            mapping = self.users.name_mapping(self.fmt.author_tag)
+            mapping = ", ".join(self.author_tag(u.display_name) for u in self.users.trainable())
+        # Names are chat members' to choose; whichever source the mapping came from, no control token survives.
+        mapping = self.control.remove(mapping)
         try:
             return template.format(name_mapping=mapping, append_msg=self.prompt.append_msg or "")
         except (KeyError, IndexError, ValueError) as e:
@@ -109,23 +113,20 @@ class ChatFormatter:
     def _user(self, author: str) -> User | None:
         """`UserIndex.get` through a dict: a chat can have tens of thousands of authors, and `get` scans the list."""
         if self._by_name is None:
-            self._by_name = {}
-            for user in reversed(self.users.users):  # reversed, so the first user wins a shared name, as in `get`
-                self._by_name[user.display_name.casefold()] = user
-                self._by_name[user.username.casefold()] = user
-            self._by_name.update({user.id: user for user in self.users.users})
-        return self._by_name.get(author) or self._by_name.get(author.casefold())
+            self._by_name = user_lookup(self.users)
+        return find_user(self._by_name, author)
 
     def author_tag(self, author: str) -> str:
         """`format.author_tag` filled with the name, first name (falls back to the name) and lower-case name.
 
-        The fields are `UserIndex.tag_fields`'s: an author unknown to the index formats as itself.
+        The fields are `UserIndex.tag_fields`'s: an author unknown to the index formats as itself. Special-token
+        strings are removed from the names (a nickname is anyone's to set), so a tag never holds a control token.
         """
         tag = self._tags.get(author)
         if tag is None:
             user = self._user(author)
-            display = user.display_name if user else author
-            first = user.first_name if user and user.first_name else display
+            display = self.control.remove(user.display_name if user else author)
+            first = self.control.remove(user.first_name) if user and user.first_name else display
             tag = self._tags[author] = self.fmt.author_tag.format(author=display, fname=first, lauthor=display.lower())
         return tag
 
@@ -219,10 +220,11 @@ class ChatFormatter:
         Args:
             history (`Sequence[tuple[str, str]]`): earlier messages as `(author, text)`.
             author (`str`): who speaks next.
-            seed_text (`str`, *optional*): the start of the reply, appended so the model continues it.
+            seed_text (`str`, *optional*): the start of the reply, appended so the model continues it. Special-token
+                strings are removed from it first.
         """
         opening, _ = self.wrap(len(history), author)
-        return self._assemble(history)[0] + opening + (seed_text or "")
+        return self._assemble(history)[0] + opening + self.control.remove(seed_text or "")
 
     def speaker_prompt(self, history: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str]]:
         """The text up to where the next author tag starts, and each trainable author's tag up to its text.

@@ -8,16 +8,21 @@ the terminal. Commands:
 - `/set key=value ...`: change sampling options (validated; e.g. `/set temperature=0.7 top_p=0.9`).
 - `/help`, `/quit` (or end of input).
 
-The loop reads and writes plain text streams so tests drive it with `io.StringIO`.
+The loop reads and writes plain text streams so tests drive it with `io.StringIO`. Each line is kept with the time
+it was typed, so the model reads the conversation as training normalised such messages (`Cloneus.normalize_history`):
+a line that training would drop as a command (`!play ...`) never reaches the prompt, and lines one person types in
+quick succession form one message.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
+from cloneus.data.normalize import Turn
 from cloneus.errors import CloneusError, ConfigError
 
 if TYPE_CHECKING:
@@ -64,7 +69,7 @@ class ChatSession:
         self.me = me
         self.mode = mode
         self.sampling: dict[str, Any] = {}
-        self.history: list[tuple[str, str]] = []
+        self.history: list[Turn] = []
         self.set_sampling(sampling or {})
 
     def set_sampling(self, values: dict[str, Any]) -> None:
@@ -85,8 +90,12 @@ class ChatSession:
             self.out.flush()
             pieces.append(piece)
         self.out.write("\n")
-        self.history.append((author, "".join(pieces)))
+        self.add(author, "".join(pieces))
         return author
+
+    def add(self, author: str, text: str) -> None:
+        """Append a message to the history, stamped now (burst merging needs the time)."""
+        self.history.append(Turn(author, text, datetime.now(timezone.utc)))
 
     def handle(self, line: str) -> bool:
         """Act on one input line; returns False when the session should end."""
@@ -94,7 +103,7 @@ class ChatSession:
         if not line:
             return True
         if not line.startswith("/"):
-            self.history.append((self.me, line))
+            self.add(self.me, line)
             self.speak()
             return True
         command, _, rest = line.partition(" ")
@@ -106,7 +115,7 @@ class ChatSession:
             name, _, text = rest.strip().partition(" ")
             if not name or not text.strip():
                 raise ConfigError("usage: /as NAME text")
-            self.history.append((name, text.strip()))
+            self.add(name, text.strip())
         elif command == "/set":
             if not rest.strip():
                 self.out.write(f"sampling overrides: {self.sampling or 'none'}\n")

@@ -54,6 +54,7 @@ def chat_command(args: argparse.Namespace) -> int:
     from cloneus.inference.checkpoint import read_checkpoint
     from cloneus.inference.cloneus import Cloneus
     from cloneus.inference.speaker import parse_mode
+    from cloneus.plugins.youtube import YouTubeLinks
 
     try:
         parse_mode(args.mode)
@@ -61,9 +62,15 @@ def chat_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--mode: {e}") from None
     config_items, sampling_items = split_overrides(args.overrides)
     inference = None
+    config = read_checkpoint(args.checkpoint).config
     if config_items:
-        tree = read_checkpoint(args.checkpoint).config.model_dump(mode="json")
-        inference = config_from_dict(apply_overrides(tree, config_items), "--set").inference
-    clo = Cloneus.from_pretrained(args.checkpoint, device=args.device, inference=inference)
-    run_chat(clo, sys.stdin, sys.stdout, me=args.me, sampling=parse_assignments(sampling_items), mode=args.mode)
+        inference = config_from_dict(apply_overrides(config.model_dump(mode="json"), config_items), "--set").inference
+    # YouTube links typed into the chat become the tags training used (when a key or a cache is configured).
+    links = YouTubeLinks.from_env(config.youtube)
+    try:
+        clo = Cloneus.from_pretrained(args.checkpoint, device=args.device, inference=inference, youtube=links)
+        run_chat(clo, sys.stdin, sys.stdout, me=args.me, sampling=parse_assignments(sampling_items), mode=args.mode)
+    finally:
+        if links is not None:
+            links.close()
     return 0

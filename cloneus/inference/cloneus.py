@@ -5,7 +5,9 @@ history into the exact prompt text training used, author validation, seed text, 
 backend only turns prompt text into reply text (and scores continuations): `local` runs transformers in this
 process, `openai` calls an OpenAI-compatible server such as vLLM with the adapter loaded as a LoRA module.
 
-History is a list of `(author, text)` pairs, oldest first.
+History is a list of `(author, text)` pairs, `(author, text, timestamp)` triples or `Turn`s, oldest first. Every
+call first normalises it with the checkpoint's own cleaning rules and user index (`cloneus.data.normalize`, the
+path the training data took), then keeps the newest turns that fit the model's context with the reply budget.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloneus.data.normalize import History, MessageNormalizer, Turn
 from cloneus.errors import CloneusError, UnknownAuthorError
 from cloneus.inference.checkpoint import read_checkpoint, read_sampling_defaults
+from cloneus.inference.context_budget import context_tokens, fit_history
 from cloneus.inference.speaker import Mode, choose_author, normalise, parse_mode
 
 if TYPE_CHECKING:
@@ -30,8 +34,6 @@ if TYPE_CHECKING:
     from cloneus.inference.sampling import SamplingOptions
 
 logger = logging.getLogger(__name__)
-
-History = Sequence[tuple[str, str]]
 
 
 def _open_backend(config: CloneusConfig, tokenizer: PreTrainedTokenizerBase, adapter: Path | None, device: str | None):
@@ -65,6 +67,11 @@ def _formatting(config: CloneusConfig, users: UserIndex, tokenizer: PreTrainedTo
     return formatter, TextStops(formatter.stop_strings() + specials)
 
 
+def _model_context(backend: Any) -> int | None:
+    """The loaded model's `max_position_embeddings`; a remote server's window is not known here."""
+    return backend.model.config.max_position_embeddings if backend.name == "local" else None
+
+
 def _users_from_names(names: Iterable[str]) -> UserIndex:
     """A user index of equally weighted members, for zero-shot use without a trained checkpoint."""
     from cloneus.data.users import User, UserIndex
@@ -87,6 +94,9 @@ class Cloneus:
         checkpoint (`Path | None`): the loaded checkpoint directory; None for a zero-shot base model.
         sampling_defaults (`SamplingOptions`): the checkpoint's saved defaults; per-call keyword arguments
             override them.
+        normalizer (`MessageNormalizer`): turns a history into what training saw (see the module docstring).
+        context_tokens (`int`): the model's context window; a prompt plus its reply budget stays within it.
+        youtube (`YouTubeLinks | None`): encodes YouTube links in histories as training did; None leaves them.
     """
 
     def __init__(
@@ -99,9 +109,11 @@ class Cloneus:
         checkpoint: Path | None = None,
         sampling_defaults: SamplingOptions | None = None,
         device: str | None = None,
+        youtube: Any = None,
     ):
         self._backend = backend
         self._device_request = device
+        self.youtube = youtube
         defaults = sampling_defaults or read_sampling_defaults(None)
         self._install(config, users, tokenizer, checkpoint, defaults, _formatting(config, users, tokenizer))
 
@@ -112,6 +124,8 @@ class Cloneus:
         self.checkpoint = checkpoint
         self.sampling_defaults = sampling_defaults
         self.formatter, self._stops = formatting
+        self.normalizer = MessageNormalizer(config.dataset, users, tokenizer, self.youtube)
+        self.context_tokens = context_tokens(tokenizer, _model_context(self._backend), config.training.chunk_size)
 
     # ---- construction ---------------------------------------------------------------------------------------
 
@@ -122,6 +136,7 @@ class Cloneus:
         *,
         device: str | None = None,
         inference: InferenceConfig | None = None,
+        youtube: Any = None,
     ) -> Cloneus:
         """Load a checkpoint (a `checkpoint-<step>` directory, or a run directory for its latest checkpoint).
 
@@ -129,6 +144,8 @@ class Cloneus:
             checkpoint_path (`str | Path`): where the checkpoint is.
             device (`str`, *optional*): `cuda`, `cpu`, ...; defaults to CUDA when available.
             inference (`InferenceConfig`, *optional*): backend settings; defaults to the checkpoint's own.
+            youtube (`YouTubeLinks`, *optional*): encode YouTube links in histories, as training did
+                (`YouTubeLinks.from_env(config.youtube)`); None leaves links as they are.
         """
         from transformers import AutoTokenizer
 
@@ -145,6 +162,7 @@ class Cloneus:
             checkpoint=info.path,
             sampling_defaults=read_sampling_defaults(info.path),
             device=device,
+            youtube=youtube,
         )
 
     @classmethod
@@ -247,15 +265,42 @@ class Cloneus:
     def _options(self, sampling: dict[str, Any]) -> SamplingOptions:
         return self.sampling_defaults.merged(**sampling) if sampling else self.sampling_defaults
 
-    def _prompt(self, chat_history: History, author: str, seed_text: str | None) -> str:
+    def normalize_history(self, chat_history: History, names: dict[str, str] | None = None) -> list[Turn]:
+        """`chat_history` as training saw such messages: commands, bots, opted-out users and empty messages
+        dropped, bursts merged, names resolved to the user index, links tagged, special tokens removed.
+
+        Args:
+            chat_history (`Sequence`): `(author, text)`, `(author, text, timestamp)` or `Turn`, oldest first.
+            names (`dict[str, str]`, *optional*): id → name for `<@id>` mentions of people outside the index.
+        """
+        return self.normalizer.turns(chat_history, names)
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _fit(self, turns: list[tuple[str, str]], render, reserve: int) -> list[tuple[str, str]]:
+        """The newest turns whose prompt leaves `reserve` tokens of the model's context free."""
+        return fit_history(turns, render, self._count_tokens, self.context_tokens - reserve)
+
+    def _prompt(self, chat_history: History, author: str, seed_text: str | None, opts: SamplingOptions) -> str:
         self._require_loaded()
-        return self.formatter.generation_prompt(list(chat_history), self._speaker(author), seed_text)
+        speaker = self._speaker(author)
+        turns = self.normalizer.pairs(chat_history)
+        turns = self._fit(
+            turns, lambda h: self.formatter.generation_prompt(h, speaker, seed_text), opts.max_new_tokens
+        )
+        return self.formatter.generation_prompt(turns, speaker, seed_text)
+
+    def _seed(self, seed_text: str | None) -> str | None:
+        """The seed as the prompt carries it (special-token strings removed)."""
+        return self.formatter.control.remove(seed_text) if seed_text else seed_text
 
     def generate(self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any) -> str:
         """`author`'s next message after `chat_history`.
 
         Args:
-            chat_history (`Sequence[tuple[str, str]]`): `(author, text)` pairs, oldest first.
+            chat_history (`Sequence`): `(author, text)` pairs, `(author, text, timestamp)` triples or `Turn`s,
+                oldest first; normalised as training data was (see `normalize_history`).
             author (`str`): who speaks; must be a trainable user of the index.
             seed_text (`str`, *optional*): words the reply starts with; the returned text includes them.
             **sampling: `SamplingOptions` fields, overriding `sampling_defaults` for this call.
@@ -263,8 +308,9 @@ class Cloneus:
         Raises:
             UnknownAuthorError: `author` is unknown, excluded or opted out.
         """
-        prompt = self._prompt(chat_history, author, seed_text)
-        return _with_seed(seed_text, self._backend.complete(prompt, self._options(sampling), self._stops))
+        opts, seed_text = self._options(sampling), self._seed(seed_text)
+        prompt = self._prompt(chat_history, author, seed_text, opts)
+        return _with_seed(seed_text, self._backend.complete(prompt, opts, self._stops))
 
     def stream_generate(
         self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any
@@ -273,8 +319,8 @@ class Cloneus:
 
         Arguments are checked before the first piece, so a bad author raises here, not on iteration.
         """
-        prompt = self._prompt(chat_history, author, seed_text)
-        return self._stream(prompt, seed_text, self._options(sampling))
+        opts, seed_text = self._options(sampling), self._seed(seed_text)
+        return self._stream(self._prompt(chat_history, author, seed_text, opts), seed_text, opts)
 
     def _stream(self, prompt: str, seed_text: str | None, opts: SamplingOptions) -> Iterator[str]:
         started = bool(seed_text)
@@ -300,13 +346,14 @@ class Cloneus:
             authors (`Sequence[str]`): who speaks in each row (repeats allowed).
             seed_texts (`Sequence[str | None]`, *optional*): a seed per author.
         """
-        seed_texts = list(seed_texts) if seed_texts is not None else [None] * len(authors)
+        seed_texts = [self._seed(s) for s in seed_texts] if seed_texts is not None else [None] * len(authors)
         if len(seed_texts) != len(authors):
             raise ValueError(f"got {len(seed_texts)} seed_texts for {len(authors)} authors")
         if not authors:
             return []
-        prompts = [self._prompt(chat_history, a, s) for a, s in zip(authors, seed_texts, strict=True)]
-        replies = self._backend.complete_batch(prompts, self._options(sampling), self._stops)
+        opts = self._options(sampling)
+        prompts = [self._prompt(chat_history, a, s, opts) for a, s in zip(authors, seed_texts, strict=True)]
+        replies = self._backend.complete_batch(prompts, opts, self._stops)
         return [_with_seed(s, r) for s, r in zip(seed_texts, replies, strict=True)]
 
     # ---- next speaker ---------------------------------------------------------------------------------------
@@ -314,13 +361,19 @@ class Cloneus:
     def author_probabilities(self, chat_history: History) -> dict[str, float]:
         """Probability that each trainable author writes the next message, normalised over them.
 
-        Each candidate's tag is scored after the history in one batched pass (the history prefilled once).
+        Each candidate's tag is scored after the history in one batched pass (the history prefilled once). The
+        history is cut, oldest turns first, so that the prefix plus the longest tag fits the model's context.
         """
         self._require_loaded()
-        prefix, continuations = self.formatter.speaker_prompt(list(chat_history))
+        turns = self.normalizer.pairs(chat_history)
+        prefix, continuations = self.formatter.speaker_prompt(turns)
         names = list(continuations)
         if not names:
             raise UnknownAuthorError("the user index has no trainable authors to choose from")
+        longest = max(self._count_tokens(c) for c in continuations.values())
+        kept = self._fit(turns, lambda h: self.formatter.speaker_prompt(h)[0], longest)
+        if len(kept) < len(turns):
+            prefix, continuations = self.formatter.speaker_prompt(kept)
         scores = self._backend.continuation_logprobs(prefix, [continuations[n] for n in names])
         return normalise(dict(zip(names, scores, strict=True)))
 

@@ -26,17 +26,22 @@ def chat(clo, script: str, **kwargs):
 class TestChatLoop:
     def test_each_line_gets_a_reply_from_a_clone(self, clo):
         session, output = chat(clo, "hello all\nanyone here?\n/quit\nnever read\n", me="zoe", sampling=SMALL)
-        authors = [a for a, _ in session.history]
+        authors = [t.author for t in session.history]
         assert authors[0] == "zoe" and authors[2] == "zoe"
         assert authors[1] in AUTHORS and authors[3] in AUTHORS
-        assert f"{authors[1]}: {session.history[1][1]}\n" in output
+        assert f"{authors[1]}: {session.history[1].text}\n" in output
         assert "never read" not in output
 
     def test_as_injects_and_next_lets_the_model_speak(self, clo):
         session, _ = chat(clo, "/as carol is it friday yet\n/next\n/next\n", sampling=SMALL, mode="top")
-        assert session.history[0] == ("carol", "is it friday yet")
+        assert (session.history[0].author, session.history[0].text) == ("carol", "is it friday yet")
         assert len(session.history) == 3
-        assert all(a in AUTHORS for a, _ in session.history[1:])
+        assert all(t.author in AUTHORS for t in session.history[1:])
+
+    def test_the_model_reads_the_lines_as_training_normalised_them(self, clo):
+        session, _ = chat(clo, "/as carol !play a song\n/as carol hi\n/as carol there\n/as bob <|im_start|>yo\n")
+        turns = clo.normalize_history(session.history)
+        assert [(t.author, t.text) for t in turns] == [("carol", "hi\nthere"), ("bob", "yo")]
 
     def test_set_changes_sampling_and_rejects_bad_values(self, clo):
         session, output = chat(clo, "/set temperature=0.5 top_k=3\n/set temperature=99\n/bogus\n/as onlyname\n")
@@ -46,7 +51,7 @@ class TestChatLoop:
 
     def test_you_are_never_picked_to_speak(self, clo):
         session, _ = chat(clo, "/next\n/next\n/next\n", me="bob", sampling=SMALL, mode="uniform")
-        assert {a for a, _ in session.history} <= {"alice", "carol"}
+        assert {t.author for t in session.history} <= {"alice", "carol"}
 
 
 class TestCliParsing:
