@@ -104,9 +104,9 @@ def load_feedback_config(args: argparse.Namespace):
     """A `--feedback` run's config: the source checkpoint's own, with -c's `feedback` section and `--set` on top
     (`--max-steps` means `feedback.max_steps`); when resuming, the run's config.yaml."""
     from cloneus.config import apply_overrides, config_from_dict
-    from cloneus.inference.checkpoint import CONFIG_FILE, find_checkpoint
+    from cloneus.inference.checkpoint import find_checkpoint
     from cloneus.io import read_yaml_mapping
-    from cloneus.training.rundir import RunDir
+    from cloneus.training.rundir import CHECKPOINT_CONFIG, RunDir
 
     if args.data:
         raise ConfigError("--feedback trains on reactions, not a chat export; drop -d")
@@ -122,7 +122,7 @@ def load_feedback_config(args: argparse.Namespace):
     elif args.source is None:
         raise ConfigError("--feedback needs --from CHECKPOINT: the served checkpoint whose adapter is tuned")
     else:
-        path = find_checkpoint(args.source) / CONFIG_FILE
+        path = find_checkpoint(args.source) / CHECKPOINT_CONFIG
     tree = read_yaml_mapping(path, "config file", "sections at the top level")
     if args.config:
         own = read_yaml_mapping(Path(args.config), "config file", "sections at the top level")

@@ -17,6 +17,7 @@ liked and disliked replies, and the fraction of pairs ranked the right way round
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -289,7 +290,7 @@ def _train_feedback(cfg, database: Path, source, run_name, resume, progress: Pro
 
 
 def _run(cfg, run: RunDir, progress, source: Path, database: Path, method, train, heldout, users, resume, saved):
-    from cloneus.training.callbacks import CheckpointFilesCallback, ProgressCallback, StopOnSignalCallback
+    from cloneus.training.callbacks import ProgressCallback, StopOnSignalCallback
     from cloneus.training.feedback_trainers import TokenizedDPOTrainer, TokenizedKTOTrainer
     from cloneus.training.trainer import _final_metrics
 
@@ -312,11 +313,12 @@ def _run(cfg, run: RunDir, progress, source: Path, database: Path, method, train
     stopper = StopOnSignalCallback()
     trainer_cls = TokenizedDPOTrainer if method == "dpo" else TokenizedKTOTrainer
     trainer = trainer_cls(
+        checkpoint_files=functools.partial(run.write_checkpoint_extras, cfg=cfg, users=users),
         model=model,
         args=_trainer_args(method, cfg, run.path),
         train_dataset=_dataset(method, encoder, train).shuffle(seed=cfg.training.seed),
         processing_class=tokenizer,
-        callbacks=[ProgressCallback(progress, run), CheckpointFilesCallback(run, cfg, users, progress), stopper],
+        callbacks=[ProgressCallback(progress, run), stopper],
     )
     with stopper:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
