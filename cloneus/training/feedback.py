@@ -60,26 +60,35 @@ class Tokenized:
 
 
 class ExampleEncoder:
-    """Feedback examples → the exact prompt and completion tokens training and serving use for this checkpoint."""
+    """Feedback examples → the exact prompt and completion tokens training and serving use for this checkpoint.
+
+    The history goes through the checkpoint's `MessageNormalizer`, as `Cloneus` does before every prompt; the
+    reply gets the same YouTube tags and special-token removal a training message gets.
+    """
 
     def __init__(self, cfg: CloneusConfig, tokenizer, users: UserIndex):
         from cloneus.data.formatting import ChatFormatter
+        from cloneus.data.normalize import MessageNormalizer
         from cloneus.plugins.youtube import YouTubeLinks
 
         self.tokenizer = tokenizer
         self.users = users
         self.formatter: ChatFormatter = ChatFormatter(tokenizer, cfg.format, cfg.prompt, users)
         self.links = YouTubeLinks.from_env(cfg.youtube)
+        self.normalizer = MessageNormalizer(cfg.dataset, users, tokenizer, self.links)
 
     def texts(self, ex: FeedbackExample) -> tuple[str, str]:
         """`(prompt, completion)` as text; the completion ends with the end of turn training put after a message."""
         speaker = self.users.resolve(ex.author).display_name
-        history, reply = ex.history, ex.text
+        history = self.normalizer.pairs(ex.history)
+        reply = ex.text
         if self.links is not None:
             with self.links:
-                *texts, reply = self.links.encode_texts([t for _, t in history] + [reply])
-            history = [(a, t) for (a, _), t in zip(history, texts, strict=True)]
-        seed = ex.seed_text or ""
+                reply = self.links.encode_texts([reply])[0]
+        control = self.normalizer.control
+        reply = control.remove(reply)
+        seed = control.remove(ex.seed_text) if ex.seed_text else ""
+        seed = seed if reply.startswith(seed) else ""
         prompt = self.formatter.generation_prompt(history, speaker, seed or None)
         _, closing = self.formatter.wrap(len(history), speaker)
         return prompt, reply[len(seed) :] + closing

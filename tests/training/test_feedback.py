@@ -133,6 +133,16 @@ class TestEncoding:
         tok = encoder.encode(ex)
         assert tok.prompt_ids + tok.completion_ids == tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
+    def test_prompt_is_the_one_cloneus_sends_for_the_same_history(self, source):
+        from cloneus import Cloneus
+
+        clone = Cloneus.from_pretrained(source, device="cpu")
+        history = [("bob", "!roll d20"), ("carol", "pizza on friday?"), ("bob", "count me in")]
+        ex = FeedbackExample(1, history, "alice", "sure", None, True, 1)
+        prompt, _ = ExampleEncoder(clone.config, clone.tokenizer, clone.users).texts(ex)
+        assert prompt == clone._prompt(history, "alice", None, clone.sampling_defaults)
+        assert "!roll" not in prompt
+
 
 class TestRefusal:
     def test_too_few_examples_says_how_many_more(self, source, tmp_path):
