@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cloneus import config_migrate
 from cloneus.errors import ConfigError
@@ -23,10 +33,28 @@ from cloneus.io import read_yaml_mapping
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("config/train_config.yaml")
+# Control-token shapes of the common chat templates (ChatML, Llama 2/3, Gemma, Mistral). An author tag holding one
+# would be tokenized as a real control token; the tokenizer's own special tokens are checked at prepare time.
+CONTROL_TOKEN_PATTERN = re.compile(
+    r"<\|[^|<>]*\|>|</?s>|\[/?INST\]|<</?SYS>>|<(start|end)_of_turn>|<(bos|eos|pad|unk)>"
+)
+
+
+def _wrong_kind(path: str, *, want_dir: bool) -> str | None:
+    """Why `path` cannot be used as a directory (`want_dir`) or a file, or None; a missing path is fine."""
+    target = Path(path).expanduser()
+    if target.exists():
+        is_kind, want = ("file", "directory") if want_dir else ("directory", "file")
+        return f"{path!r} is a {is_kind}; expected a {want}" if target.is_dir() != want_dir else None
+    blocker = next((parent for parent in target.parents if parent.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return f"{path!r} cannot be created: {str(blocker)!r} is a file"
+    return None
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # strict: YAML `true` is not silently the number 1, nor "4" the number 4 (ints still fill float fields).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), strict=True)
 
 
 class ModelConfig(_Section):
@@ -87,6 +115,23 @@ class TrainingConfig(_Section):
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     output_root: str = Field("runs", description="Runs go to <output_root>/<model-alias>/<run-name>/.")
 
+    @field_validator("output_root")
+    @classmethod
+    def _check_output_root(cls, output_root: str) -> str:
+        problem = _wrong_kind(output_root, want_dir=True)
+        if problem:
+            raise ValueError(problem)
+        return output_root
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> TrainingConfig:
+        if self.warmup >= 1 and self.max_steps is not None and self.warmup > self.max_steps:
+            raise ValueError(
+                f"training.warmup is {self.warmup:g} steps, longer than the run (training.max_steps={self.max_steps});"
+                " lower it, or give a fraction of the run (< 1)"
+            )
+        return self
+
 
 class CleaningConfig(_Section):
     command_prefixes: list[str] = Field(["!", "/"], description="Messages starting with these are bot commands.")
@@ -98,6 +143,13 @@ class CleaningConfig(_Section):
     unify_author_names: bool = Field(
         True, description="Show each author id under its most recent display name (nicknames change over time)."
     )
+
+    @field_validator("command_prefixes")
+    @classmethod
+    def _check_prefixes(cls, prefixes: list[str]) -> list[str]:
+        if any(not p.strip() for p in prefixes):
+            raise ValueError("an empty or blank prefix would mark every message as a bot command; remove it")
+        return prefixes
 
 
 class DatasetConfig(_Section):
@@ -130,6 +182,24 @@ class DatasetConfig(_Section):
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
     cache_dir: str = Field("data/cache", description="Tokenized datasets are cached here by content hash.")
 
+    @field_validator("users_json", "cache_dir")
+    @classmethod
+    def _check_path_kind(cls, path: str, info: ValidationInfo) -> str:
+        problem = _wrong_kind(path, want_dir=info.field_name == "cache_dir")
+        if problem:
+            raise ValueError(problem)
+        return path
+
+    @field_validator("hours_between_sessions")
+    @classmethod
+    def _check_hours(cls, hours: float | list[float]) -> float | list[float]:
+        values = hours if isinstance(hours, list) else [hours]
+        if not values:
+            raise ValueError("the list is empty; give at least one number of hours, e.g. 4")
+        if not all(math.isfinite(h) and h > 0 for h in values):
+            raise ValueError("hours of silence must be positive, finite numbers")
+        return hours
+
 
 class FormatConfig(_Section):
     tag_placement: Literal["replace_role", "content_prefix", "tag_only"] = "replace_role"
@@ -142,6 +212,14 @@ class FormatConfig(_Section):
 
     @model_validator(mode="after")
     def _check_author_tag(self) -> FormatConfig:
+        if not self.author_tag.strip():
+            raise ValueError("format.author_tag is empty; the model could not tell the speakers apart (e.g. {author})")
+        token = CONTROL_TOKEN_PATTERN.search(self.author_tag)
+        if token:
+            raise ValueError(
+                f"format.author_tag {self.author_tag!r} contains the control token {token.group()!r}, "
+                "which would end or open a turn; remove it"
+            )
         try:
             self.author_tag.format(author="a", fname="a", lauthor="a")
         except (KeyError, IndexError, ValueError) as e:
@@ -236,7 +314,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key.sub=value")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({problem}); quote it, e.g. key='text'"
+        ) from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -296,17 +381,41 @@ def suggest_key(loc: tuple[Any, ...]) -> str | None:
     return f"{prefix}.{name}" if is_sibling and prefix else name if is_sibling else candidates[name]
 
 
+def _key_of(loc: tuple[Any, ...]) -> str:
+    """The dotted key of an error location, without pydantic's union-member tags (`float`, `list[float]`)."""
+    model: type[BaseModel] | None = CloneusConfig
+    parts = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(str(part))
+            continue
+        if model is None:
+            continue
+        parts.append(str(part))
+        annotation = getattr(model.model_fields.get(str(part)), "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return ".".join(parts)
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
+    # A union type (`float | list[float]`) reports one error per member; keep the most specific one per field.
+    by_field: dict[str, dict[str, Any]] = {}
     for e in err.errors():
+        field = _key_of(tuple(p for p in e["loc"] if not isinstance(p, int)))
+        if field not in by_field or len(e["loc"]) > len(by_field[field]["loc"]):
+            by_field[field] = e
+    lines = []
+    for e in by_field.values():
         loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in loc)
+        key = _key_of(loc)
         if e["type"] == "extra_forbidden":
             close = suggest_key(loc)
             hint = f" (did you mean '{close}'?)" if close else ""
             lines.append(f"{source}: {key}: unknown key{hint}")
         else:
-            lines.append(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})")
+            msg = e["msg"].removeprefix("Value error, ")
+            got = "" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
+            lines.append(f"{source}: {key}: {msg}{got}")
     return "\n".join(lines)
 
 

@@ -40,6 +40,30 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
+def _unique_key_loader():
+    """A yaml SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, list | dict):
+                    continue  # an unhashable key; the base constructor reports it
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first given on line {first_line[key]}); keep only one",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml_mapping(path: str | Path, kind: str, what: str) -> dict[str, Any]:
     """Parse a YAML file whose top level must be a mapping (an empty file is an empty mapping).
 
@@ -49,7 +73,8 @@ def read_yaml_mapping(path: str | Path, kind: str, what: str) -> dict[str, Any]:
         what (`str`): what the mapping holds, for the error, e.g. "sections" or "preset name to options".
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or is not a mapping; the message names the file.
+        ConfigError: the file is missing, unreadable, not UTF-8, not YAML, has a duplicated key, or is not a
+            mapping; the message names the file (and the line, for YAML problems).
     """
     import yaml
 
@@ -57,9 +82,23 @@ def read_yaml_mapping(path: str | Path, kind: str, what: str) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {kind} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected a {kind} (YAML)") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: {kind} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: {kind} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        tree = yaml.load(text, Loader=_unique_key_loader()) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{line}: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(tree, dict):

@@ -93,6 +93,17 @@ class UserIndex(BaseModel):
             raise CloneusError(
                 f"{path}: user index not found; create it with `python -m cloneus index build CHAT_EXPORT`"
             ) from None
+        except IsADirectoryError:
+            raise ConfigError(
+                f"{path}: is a directory, expected the user index file; point dataset.users_json at a file "
+                "(create it with `python -m cloneus index build CHAT_EXPORT`)"
+            ) from None
+        except UnicodeDecodeError as e:
+            utf16 = e.object[:2] in (b"\xff\xfe", b"\xfe\xff")
+            raise ConfigError(
+                f"{path}: user index is {'UTF-16' if utf16 else 'not UTF-8'} (byte {e.object[e.start]:#04x} at "
+                f"offset {e.start}); save it as UTF-8, or rebuild it with `python -m cloneus index build CHAT_EXPORT`"
+            ) from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
         if isinstance(raw, list):
