@@ -71,7 +71,7 @@ async def open_bot(
     """
     registry = ModelRegistry(settings.models_json)
     async with await Store.open(settings.db_path) as store:
-        async with Engine(registry, queue_depth=settings.queue_depth, loader=loader) as engine:
+        async with Engine(registry, queue_depth=settings.queue_depth, loader=loader, store=store) as engine:
             jobs = JobManager(store, settings, registry)
             bot = CloneusBot(settings, store, engine, jobs, registry, youtube, extensions=extensions)
             try:

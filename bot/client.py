@@ -67,12 +67,26 @@ class CloneusTree(app_commands.CommandTree):
         if interaction.type is discord.InteractionType.autocomplete:
             return
         try:
-            if interaction.response.is_done():
-                await interaction.followup.send(message, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
-            else:
-                await interaction.response.send_message(message, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
+            await send_private(interaction, message)
         except discord.HTTPException:
             logger.exception("could not report an error to the user")
+
+
+async def send_private(interaction: discord.Interaction, message: str) -> None:
+    """Answer `interaction` with a message only its user sees, whatever state the response is in.
+
+    After a public `defer(thinking=True)` that was never edited, Discord turns the first follow-up into that
+    public placeholder, ephemeral flag or not, so the whole channel would see it. The placeholder is deleted
+    first; the follow-up then arrives as a new, private message.
+    """
+    if not interaction.response.is_done():
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
+        return
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        original = await interaction.original_response()
+        if original.flags.loading and not original.flags.ephemeral:
+            await interaction.delete_original_response()
+    await interaction.followup.send(message, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
 
 
 class CloneusBot(commands.Bot):

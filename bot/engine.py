@@ -27,11 +27,12 @@ from cloneus.errors import CloneusError
 
 if TYPE_CHECKING:
     from bot.registry import ModelEntry, ModelRegistry
+    from bot.store import Store
     from cloneus import Cloneus
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOAD_ESTIMATE_S = 30.0  # ETA shown for a first load; later loads use the last measured duration
+DEFAULT_LOAD_ESTIMATE_S = 30.0  # ETA for a checkpoint never loaded here; later loads use its measured duration
 _STOP = object()
 
 
@@ -93,16 +94,25 @@ class Engine:
         queue_depth (`int`, *optional*, defaults to `8`): model requests accepted at once before `EngineBusy`.
         loader (`Callable[[Path], Cloneus]`, *optional*): builds a model from a checkpoint path when none is
             loaded; defaults to `Cloneus.from_pretrained`. Later loads use `Cloneus.swap_checkpoint`.
+        store (`Store`, *optional*): keeps each checkpoint's measured load time, so the "ready in about N s" of
+            a load is what that checkpoint took last time (checkpoints differ by base model and device). Without
+            it, or for a checkpoint never loaded, the estimate is `DEFAULT_LOAD_ESTIMATE_S`.
     """
 
     def __init__(
-        self, registry: ModelRegistry, *, queue_depth: int = 8, loader: Callable[[Path], Cloneus] | None = None
+        self,
+        registry: ModelRegistry,
+        *,
+        queue_depth: int = 8,
+        loader: Callable[[Path], Cloneus] | None = None,
+        store: Store | None = None,
     ):
         if queue_depth < 1:
             raise ValueError(f"queue_depth must be at least 1, got {queue_depth}")
         self.registry = registry
         self.queue_depth = queue_depth
         self._loader = loader or _load_pretrained
+        self._store = store
         self._model: Cloneus | None = None
         self._name: str | None = None
         self._error: str | None = None
@@ -181,6 +191,8 @@ class Engine:
         """
         entry = self._entry(name_or_entry)
         self._loading, self._load_started = entry.name, time.monotonic()
+        measured = await self._store.load_time(str(entry.path)) if self._store is not None else None
+        self._load_estimate = measured or DEFAULT_LOAD_ESTIMATE_S
 
         def run() -> float:
             start = time.perf_counter()
@@ -197,7 +209,9 @@ class Engine:
             raise
         finally:
             self._loading = None
-        self._name, self._error, self._load_estimate = entry.name, None, seconds
+        self._name, self._error = entry.name, None
+        if self._store is not None:
+            await self._store.record_load_time(str(entry.path), seconds)
         logger.info("model %r ready in %.1f s", entry.name, seconds)
         return seconds
 
@@ -205,6 +219,7 @@ class Engine:
         """Start `load(entry)` without waiting; requests meanwhile get `EngineLoading`. Failures are logged."""
         entry = self._entry(entry)
         self._loading, self._load_started = entry.name, time.monotonic()
+        self._load_estimate = DEFAULT_LOAD_ESTIMATE_S  # until `load` has read this checkpoint's measured time
 
         async def run() -> None:
             try:

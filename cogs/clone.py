@@ -56,7 +56,9 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """The per-user cooldown shared by the generating commands (expired entries are dropped, so it stays
-        as small as the set of members who generated in the last `clone_cooldown_s`)."""
+        as small as the set of members who generated in the last `clone_cooldown_s`). The slot is taken here,
+        so two requests sent at once cannot both pass, and given back by `cog_app_command_error` when the
+        command fails: only a command that generates counts, never a refusal."""
         per = self.bot.settings.clone_cooldown_s
         if per <= 0 or interaction.command is None or interaction.command.name not in COOLDOWN_COMMANDS:
             return True
@@ -67,6 +69,14 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
             raise app_commands.CommandOnCooldown(app_commands.Cooldown(1, per), per - (now - last))
         self._last_use[interaction.user.id] = now
         return True
+
+    async def cog_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
+        """A command that failed (unknown author, bad option, model loading or busy) generated nothing: give
+        back the cooldown slot it took. The tree's `on_error` still tells the user why."""
+        command = interaction.command
+        if command is not None and command.name in COOLDOWN_COMMANDS:
+            if not isinstance(error, app_commands.CommandOnCooldown):  # else the slot is an earlier command's
+                self._last_use.pop(interaction.user.id, None)
 
     # -- helpers -------------------------------------------------------------------------------------------------
 

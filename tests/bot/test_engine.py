@@ -132,6 +132,51 @@ class TestLoading:
                 await asyncio.sleep(0.01)
             assert engine.status().loaded and engine.status().model == "tiny" and engine.loading_eta() is None
 
+    async def test_the_estimate_is_that_checkpoints_measured_load_time(self, registry, tiny_checkpoint, tmp_path):
+        from bot.store import Store
+
+        model, release = GatedModel(), threading.Event()
+
+        def slow(path):
+            release.wait(10)
+            return model
+
+        store = await Store.open(tmp_path / "bot.db")
+        async with store, Engine(registry, loader=slow, store=store) as engine:
+            await store.record_load_time(str(tiny_checkpoint), 120.0)
+            engine.start_background_load("tiny")
+            for _ in range(200):  # the background load reads the store on its first step
+                if engine.loading_eta() > 100:
+                    break
+                await asyncio.sleep(0.01)
+            assert 100 < engine.loading_eta() <= 120
+            with pytest.raises(EngineLoading, match=r"ready in about 1[012]\d s"):
+                await engine.generate([], "alice")
+            release.set()
+            while engine.status().loading:
+                await asyncio.sleep(0.01)
+            measured = await store.load_time(str(tiny_checkpoint))
+            assert measured is not None and measured < 100  # the new measurement replaced the old one
+
+    async def test_a_checkpoint_never_loaded_falls_back_to_the_default(self, registry, tmp_path):
+        from bot.engine import DEFAULT_LOAD_ESTIMATE_S
+        from bot.store import Store
+
+        release = threading.Event()
+
+        def slow(path):
+            release.wait(10)
+            return GatedModel(path)
+
+        store = await Store.open(tmp_path / "bot.db")
+        async with store, Engine(registry, loader=slow, store=store) as engine:
+            await store.record_load_time("some/other/checkpoint", 500.0)
+            task = asyncio.create_task(engine.load("tiny"))
+            await asyncio.sleep(0.05)
+            assert DEFAULT_LOAD_ESTIMATE_S - 5 < engine.loading_eta() <= DEFAULT_LOAD_ESTIMATE_S
+            release.set()
+            await task
+
     async def test_not_loaded_and_unknown_name(self, registry):
         async with Engine(registry, loader=GatedModel) as engine:
             with pytest.raises(EngineNotLoaded, match="/model switch"):
