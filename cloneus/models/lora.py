@@ -77,9 +77,15 @@ def attach_lora(
             use_rslora=lora_cfg.use_rslora,
             use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
         )
+    import warnings
+
     from peft import get_peft_model
 
-    peft_model = get_peft_model(model, peft_lora_config(lora_cfg, trainable_token_ids))
+    with warnings.catch_warnings():
+        # peft 0.21's PeftModel.__init__ reads the base model's `is_gradient_checkpointing`, which transformers 5
+        # deprecates; the value is the same under its new name, and we set up checkpointing ourselves.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, peft_lora_config(lora_cfg, trainable_token_ids))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA r=%d on %s: %d of %d params trainable", lora_cfg.r, lora_cfg.target_modules, trainable, total)
     return peft_model

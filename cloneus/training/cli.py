@@ -1,17 +1,19 @@
 """Commands of this package for `python -m cloneus`: `train`, `eval` and `demo`.
 
 Nothing heavy is imported here; torch and transformers load when a command runs. `train` exits 0 when done,
-130 after an interrupt (SIGINT/SIGTERM) once a checkpoint is saved, and 2 on a user error (via the dispatcher).
+130 after an interrupt (SIGINT/SIGTERM) once a checkpoint is saved, 2 on a user error and 1 on any other failure;
+a failed run prints one line with the cause and the run directory (`-v` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from cloneus.data.prepare_cli import add_date_order_arguments, date_order_overrides
-from cloneus.errors import ConfigError
+from cloneus.errors import CloneusError, ConfigError
 
 EXIT_INTERRUPTED = 130
 
@@ -130,12 +132,20 @@ def load_feedback_config(args: argparse.Namespace):
     return config_from_dict(apply_overrides(tree, overrides), str(path))
 
 
-def train_command(args: argparse.Namespace) -> int:
+def failure_line(error: BaseException) -> str:
+    """One line for a run that failed: the cause, and the run directory when it was created."""
+    cause = str(error) if isinstance(error, CloneusError) else f"{type(error).__name__}: {error}"
+    notes = getattr(error, "__notes__", [])
+    where = f" ({'; '.join(notes)})" if notes else ""
+    return "training failed: " + "; ".join(line.strip() for line in cause.splitlines() if line.strip()) + where
+
+
+def _run_training(args: argparse.Namespace):
     if args.feedback:
         from cloneus.training.feedback import train_feedback
 
         cfg = load_feedback_config(args)
-        result = train_feedback(
+        return train_feedback(
             cfg,
             args.feedback,
             args.source,
@@ -143,15 +153,24 @@ def train_command(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress_file=args.progress_file,
         )
-    else:
-        if args.source:
-            raise ConfigError("--from only goes with --feedback DB")
-        from cloneus.training.trainer import train
+    if args.source:
+        raise ConfigError("--from only goes with --feedback DB")
+    from cloneus.training.trainer import train
 
-        cfg = load_train_config(args)
-        result = train(
-            cfg, chatlog=args.data, run_name=args.run_name, resume=args.resume, progress_file=args.progress_file
-        )
+    cfg = load_train_config(args)
+    return train(cfg, chatlog=args.data, run_name=args.run_name, resume=args.resume, progress_file=args.progress_file)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    try:
+        result = _run_training(args)
+    except Exception as e:
+        # -v keeps the traceback; otherwise one line names the cause and the run directory (progress.jsonl there
+        # holds the same error event the bot reads).
+        if logging.getLogger("cloneus").isEnabledFor(logging.DEBUG):
+            raise
+        sys.stderr.write(failure_line(e) + "\n")
+        return 2 if isinstance(e, CloneusError) else 1
     _write(f"run directory: {result.run_dir}")
     if result.interrupted:
         sys.stderr.write(

@@ -149,7 +149,7 @@ def _agree_on_run_name(run_name: str | None) -> str:
 
 def _prepare_model(cfg: CloneusConfig, tokenizer, tokens_added: list[str]):
     """Base model with LoRA attached; new special tokens get embedding rows and train just those rows."""
-    from cloneus.models.loading import load_model, pick_device, uses_unsloth
+    from cloneus.models.loading import load_model, pick_device, resolve_model, uses_unsloth
     from cloneus.models.lora import attach_lora
 
     device = pick_device()
@@ -165,8 +165,10 @@ def _prepare_model(cfg: CloneusConfig, tokenizer, tokens_added: list[str]):
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         trainable_token_ids=tokenizer.convert_tokens_to_ids(tokens_added) if tokens_added else None,
     )
-    # Checkpoints name the base model as the user wrote it (e.g. builtin:smollm2-135m), not our cache path.
-    peft_model.peft_config["default"].base_model_name_or_path = cfg.model.model_id
+    # peft reads the base model's config.json from here when saving (to spot a resized vocabulary); an id such as
+    # builtin:smollm2-135m is neither a directory nor a hub repo, so name the local directory actually loaded.
+    # cloneus_config.yaml in each checkpoint keeps model.model_id as the user wrote it.
+    peft_model.peft_config["default"].base_model_name_or_path = str(resolve_model(cfg.model.model_id).path)
     if cfg.training.gradient_checkpointing:
         peft_model.enable_input_require_grads()
     return peft_model
@@ -222,15 +224,18 @@ def train(
     Raises:
         CloneusError: bad config, data or checkpoint; the message says which.
     """
+    from cloneus.training.console import library_bars_off
+
     state = distributed_state()
     # Errors go to the bot's --progress-file even before the run directory is known.
     progress = ProgressLog([Path(progress_file)] if progress_file else [])
     run = None
     try:
-        run, cfg, users = _start_run(
-            cfg, state, progress, chatlog=chatlog, run_name=run_name, resume=resume, users=users
-        )
-        return _run(cfg, state, progress, run, users, resume)
+        with library_bars_off():
+            run, cfg, users = _start_run(
+                cfg, state, progress, chatlog=chatlog, run_name=run_name, resume=resume, users=users
+            )
+            return _run(cfg, state, progress, run, users, resume)
     except KeyboardInterrupt:
         if state.is_main_process:
             last = run.checkpoints() if run is not None else []
@@ -239,6 +244,8 @@ def train(
     except Exception as e:
         if state.is_main_process:
             progress.write("error", message=f"{type(e).__name__}: {e}")
+        if run is not None:
+            e.add_note(f"run directory: {run.path}")
         raise
 
 
@@ -299,6 +306,7 @@ def _run(cfg: CloneusConfig, state, progress: ProgressLog, run: RunDir, users: U
     from cloneus.models.loading import load_tokenizer
     from cloneus.training.callbacks import ProgressCallback, StopOnSignalCallback
     from cloneus.training.checkpoints import CloneusTrainer
+    from cloneus.training.console import use_console
     from cloneus.training.packing import PaddingFreeCollator
 
     started = time.monotonic()
@@ -315,6 +323,7 @@ def _run(cfg: CloneusConfig, state, progress: ProgressLog, run: RunDir, users: U
         processing_class=tokenizer,
         callbacks=[ProgressCallback(progress, run), stopper],
     )
+    use_console(trainer)
     with stopper:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     eval_loss = _final_eval_loss(trainer) if eval_set is not None and not stopper.received else None
