@@ -8,28 +8,67 @@ and every other system type are counted under `dropped["system"]`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloneus.data.readers.frames import build_frame, open_json, utf8_error
+from cloneus.data.readers.frames import build_frame, check_json_depth, first_json_item, open_json, utf8_error
 from cloneus.data.readers.timestamps import parse_timestamps
 from cloneus.errors import DataFormatError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+logger = logging.getLogger(__name__)
+
 CONVERSATION_TYPES = frozenset({"Default", "Reply"})
+OPTIONAL_TEXT = (str, type(None))
+OPTIONAL_OBJECT = (dict, type(None))
+OPTIONAL_LIST = (list, type(None))
 
 
-def _first_item(path: Path, prefix: str) -> Any:
-    """The value at `prefix` (e.g. 'guild'); DCE writes guild and channel before messages, so this reads little."""
-    import ijson
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
 
-    with open_json(path) as f:
-        try:
-            return next(ijson.items(f, prefix, use_float=True), None)
-        except ijson.JSONError:
-            return None
+
+def _shape_problem(m: Any) -> tuple[str, str] | None:
+    """The first field of a message whose value is of the wrong kind, and what it should be; None if all fit.
+
+    Exports edited by hand or by other tools put strings, lists or null where DCE writes objects; such a message
+    is dropped (counted as `malformed`), and text that is not a string is never trained as a Python repr.
+    """
+    if not isinstance(m, dict):
+        return "", f"an object, got {_kind(m)}"
+    checks = [
+        ("type", m.get("type"), OPTIONAL_TEXT, "a string"),
+        ("author", m.get("author"), dict, "an object"),
+        ("content", m.get("content"), OPTIONAL_TEXT, "text"),
+        ("attachments", m.get("attachments"), OPTIONAL_LIST, "a list"),
+        ("mentions", m.get("mentions"), OPTIONAL_LIST, "a list"),
+        ("reference", m.get("reference"), OPTIONAL_OBJECT, "an object"),
+    ]
+    author = m.get("author")
+    if isinstance(author, dict):
+        checks += [(f"author.{k}", author.get(k), OPTIONAL_TEXT, "a string") for k in ("name", "nickname")]
+        checks.append(("author.id", author.get("id"), (str, int, type(None)), "a string or number"))
+        checks.append(("author.isBot", author.get("isBot"), (bool, type(None)), "true or false"))
+    reference = m.get("reference")
+    if isinstance(reference, dict):
+        checks.append(("reference.messageId", reference.get("messageId"), (str, int, type(None)), "an id"))
+    for key in ("attachments", "mentions"):
+        items = m.get(key)
+        checks += [
+            (f"{key}[{i}]", item, dict, "an object") for i, item in enumerate(items or ()) if isinstance(items, list)
+        ]
+    for i, attachment in enumerate(m.get("attachments") or ()):
+        if isinstance(attachment, dict):
+            checks.append((f"attachments[{i}].url", attachment.get("url"), OPTIONAL_TEXT, "a string"))
+    for field, value, kinds, expected in checks:
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            return f".{field}", f"{expected}, got {_kind(value)}"
+    return None
 
 
 def _json_error(path: Path, err: Exception, count: int) -> DataFormatError:
@@ -54,27 +93,35 @@ def read_dce_json(path: str | Path) -> pd.DataFrame:
     import ijson
 
     path = Path(path)
-    guild = _first_item(path, "guild")
-    channel = _first_item(path, "channel")
+    check_json_depth(path)
+    guild = first_json_item(path, "guild")
+    channel = first_json_item(path, "channel")
     positions, ids, author_ids, authors, usernames, bots, texts, stamps, replies = [], [], [], [], [], [], [], [], []
     user_names: dict[str, str] = {}
-    system = 0
+    system = malformed = 0
+    first_malformed = ""
     count = 0
     with open_json(path) as f:
         try:
             for count, m in enumerate(ijson.items(f, "messages.item", use_float=True), start=1):
-                if m.get("type", "Default") not in CONVERSATION_TYPES:
+                problem = _shape_problem(m)
+                if problem is not None:
+                    malformed += 1
+                    first_malformed = first_malformed or f"messages[{count - 1}]{problem[0]}: expected {problem[1]}"
+                    continue
+                if (m.get("type") or "Default") not in CONVERSATION_TYPES:
                     system += 1
                     continue
-                author = m.get("author")
-                if not isinstance(author, dict) or not author.get("id"):
+                author = m["author"]
+                if author.get("id") in (None, ""):
                     raise DataFormatError(path, "message has no author id", field=f"messages[{count - 1}].author.id")
                 text = m.get("content") or ""
                 attachments = m.get("attachments")
                 if attachments:
-                    text = "\n".join([text, *(a.get("url", "") for a in attachments)]).strip("\n")
+                    text = "\n".join([text, *(a.get("url") or "" for a in attachments)]).strip("\n")
                 for mention in m.get("mentions") or ():
-                    user_names[str(mention.get("id"))] = mention.get("nickname") or mention.get("name") or ""
+                    name = mention.get("nickname") or mention.get("name")
+                    user_names[str(mention.get("id"))] = name if isinstance(name, str) else ""
                 reference = m.get("reference")
                 positions.append(count - 1)
                 ids.append(str(m.get("id", count)))
@@ -89,7 +136,11 @@ def read_dce_json(path: str | Path) -> pd.DataFrame:
             raise _json_error(path, e, count) from None
         except UnicodeDecodeError as e:
             raise _json_error(path, e, count) from None
-    channels = {str(channel["id"]): channel.get("name", "")} if isinstance(channel, dict) else {}
+    if malformed:
+        logger.warning("%s: dropped %d malformed message(s) (first: %s)", path, malformed, first_malformed)
+    channels = (
+        {str(channel["id"]): str(channel.get("name") or "")} if isinstance(channel, dict) and channel.get("id") else {}
+    )
     times = parse_timestamps(stamps, path=path, where=lambda i: {"field": f"messages[{positions[i]}].timestamp"})
     frame_columns = {
         "message_id": ids,
@@ -105,7 +156,7 @@ def read_dce_json(path: str | Path) -> pd.DataFrame:
         frame_columns,
         path=path,
         fmt="dce_json",
-        dropped={"system": system},
+        dropped={"system": system, "malformed": malformed},
         out_of_range=times.out_of_range,
         extra_attrs={"guild": guild, "channel": channel, "channels": channels, "user_names": user_names},
     )

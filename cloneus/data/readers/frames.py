@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 UTF8_BOM = codecs.BOM_UTF8
 SCAN_CHUNK_BYTES = 1 << 20
+# Chat exports nest about 8 levels (Telegram: chats.list[].messages[].text[]). ijson keeps a prefix string per
+# open level, so memory grows with the square of the depth: 400 KB of brackets took 20 GB before this cap.
+MAX_JSON_DEPTH = 64
+DEPTH_SCAN_BYTES = 1 << 18
+ESCAPE_PAIR = re.compile(rb"\\.", re.DOTALL)
 FORMAT_NAMES = {
     "dce_json": "DiscordChatExporter JSON",
     "dce_csv": "DiscordChatExporter CSV (AuthorID,Author,Date,Content,Attachments,Reactions)",
@@ -124,12 +129,66 @@ def build_frame(
     return frame
 
 
+def check_json_depth(path: str | Path) -> None:
+    """Refuse JSON that nests deeper than `MAX_JSON_DEPTH`, before ijson sees it.
+
+    One pass over the bytes, at disk speed: escape pairs (a backslash and the byte after it) are blanked with a
+    regex, so every quote left opens or closes a string; numpy then counts the brackets outside strings.
+
+    Raises:
+        DataFormatError: naming the byte offset where the nesting passes the cap.
+    """
+    import numpy as np
+
+    marks = np.zeros(256, dtype=bool)
+    marks[list(b'"[]{}')] = True
+    steps = np.zeros(256, dtype=np.int32)
+    steps[list(b"[{")], steps[list(b"]}")] = 1, -1
+    depth, in_string, offset, carry = 0, False, 0, b""
+    with open(path, "rb") as f:
+        while block := f.read(DEPTH_SCAN_BYTES):
+            chunk = ESCAPE_PAIR.sub(b"__", carry + block)
+            start = offset - len(carry)
+            # A lone backslash at the end escapes the first byte of the next block.
+            carry = block[-1:] if chunk.endswith(b"\\") else b""
+            b = np.frombuffer(chunk[: len(chunk) - len(carry)], dtype=np.uint8)
+            where = np.flatnonzero(marks[b])
+            values = b[where]
+            quote = values == 0x22
+            parity = np.cumsum(quote) + in_string
+            levels = depth + np.cumsum(steps[values] * ((parity % 2 == 0) & ~quote))
+            if len(levels) and levels.max() > MAX_JSON_DEPTH:
+                at = start + int(where[int((levels > MAX_JSON_DEPTH).argmax())])
+                raise DataFormatError(
+                    path,
+                    f"JSON nested more than {MAX_JSON_DEPTH} levels deep at byte offset {at}; a chat export nests "
+                    "about 8, so this file is damaged or not an export",
+                )
+            if len(levels):
+                depth, in_string = int(levels[-1]), bool(parity[-1] % 2)
+            offset += len(block)
+
+
 def open_json(path: str | Path) -> BinaryIO:
     """Open a JSON file for ijson in binary mode, past a UTF-8 byte-order mark if there is one."""
     f = open(path, "rb")
     if f.read(len(UTF8_BOM)) != UTF8_BOM:
         f.seek(0)
     return f
+
+
+def first_json_item(path: str | Path, prefix: str) -> Any:
+    """The value at `prefix` (e.g. 'guild'), or None when the file lacks it or breaks off before it.
+
+    Exports write these small keys before their messages, so this reads little of the file.
+    """
+    import ijson
+
+    with open_json(path) as f:
+        try:
+            return next(ijson.items(f, prefix, use_float=True), None)
+        except (ijson.JSONError, UnicodeDecodeError):
+            return None
 
 
 def locate_bad_utf8(path: str | Path) -> tuple[int, int] | None:

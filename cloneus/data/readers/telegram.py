@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloneus.data.readers.frames import build_frame, open_json, utf8_error
+from cloneus.data.readers.frames import build_frame, check_json_depth, first_json_item, open_json, utf8_error
 from cloneus.data.readers.timestamps import ParsedTimes, parse_timestamps
 from cloneus.errors import DataFormatError
 
@@ -31,6 +31,31 @@ def _flatten(text: Any) -> str:
     return ""
 
 
+def _shape_problem(m: Any) -> str | None:
+    """What is of the wrong kind in one message (such a message is dropped as `malformed`); None if it fits."""
+    if not isinstance(m, dict):
+        return f"expected an object, got {type(m).__name__}"
+    for key, kinds in (
+        ("type", str),
+        ("from", str),
+        ("from_id", (str, int)),
+        ("date", str),
+        ("date_unixtime", (str, int)),
+    ):
+        value = m.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return (
+                f"{key}: expected {'a string' if kinds is str else 'a string or number'}, got {type(value).__name__}"
+            )
+    text = m.get("text")
+    parts = text if isinstance(text, list) else [text]
+    if not all(
+        p is None or isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("text", ""), str)) for p in parts
+    ):
+        return "text: expected a string or a list of strings and {type, text} objects"
+    return None
+
+
 class _Columns:
     """Column lists filled one message at a time."""
 
@@ -39,9 +64,15 @@ class _Columns:
             k: [] for k in ("message_id", "author_id", "author", "text", "timestamp", "reply_to")
         }
         self.positions: list[int] = []
-        self.dropped = {"system": 0, "no_author": 0}
+        self.dropped = {"system": 0, "no_author": 0, "malformed": 0}
+        self.first_malformed = ""
 
-    def add(self, position: int, m: dict[str, Any]) -> None:
+    def add(self, position: int, m: Any) -> None:
+        problem = _shape_problem(m)
+        if problem is not None:
+            self.dropped["malformed"] += 1
+            self.first_malformed = self.first_malformed or f"message {position}: {problem}"
+            return
         if m.get("type", "message") != "message":
             self.dropped["system"] += 1
             return
@@ -105,17 +136,17 @@ def _read_single(path: Path) -> tuple[_Columns, str, str]:
     import ijson
 
     cols = _Columns()
-    with open_json(path) as f:
-        name = next(ijson.items(f, "name"), None)
+    name = first_json_item(path, "name")
     with open_json(path) as f:
         position = 0
         try:
-            for position, m in enumerate(ijson.items(f, "messages.item", use_float=True)):
+            for m in ijson.items(f, "messages.item", use_float=True):
                 cols.add(position, m)
+                position += 1
         except (ijson.JSONError, UnicodeDecodeError) as e:
             raise utf8_error(path) or DataFormatError(
                 path,
-                f"invalid or truncated JSON near message {position} ({str(e).splitlines()[0]})",
+                f"invalid or truncated JSON after {position} message(s) ({str(e).splitlines()[0]}); export again",
                 field=f"messages[{position}]",
             ) from None
     return cols, str(name or ""), "messages"
@@ -129,6 +160,10 @@ def _read_full(path: Path, chat: str | None) -> tuple[_Columns, str, str]:
     with open_json(path) as f:
         try:
             for index, c in enumerate(ijson.items(f, "chats.list.item", use_float=True)):
+                if not isinstance(c, dict) or not isinstance(c.get("messages") or [], list):
+                    raise DataFormatError(
+                        path, "a chat must be an object with a messages list", field=f"chats.list[{index}]"
+                    )
                 name, ident, messages = str(c.get("name") or ""), str(c.get("id", "")), c.get("messages") or []
                 seen.append(f"{name or '(unnamed)'} (id {ident}, {len(messages)} messages)")
                 wanted = chat in (name, ident) if chat is not None else best is None or len(messages) > best[2]
@@ -160,8 +195,13 @@ def read_telegram(path: str | Path, chat: str | None = None) -> pd.DataFrame:
         chat (`str`, *optional*): in a full export, the chat's name or id; defaults to the largest chat.
     """
     path = Path(path)
+    check_json_depth(path)
     cols, name, where = _read_full(path, chat) if _is_full_export(path) else _read_single(path)
     out_of_range = None
+    if cols.first_malformed:
+        logger.warning(
+            "%s: dropped %d malformed message(s) (first: %s)", path, cols.dropped["malformed"], cols.first_malformed
+        )
     if cols.positions:
         times = _stamps(path, cols, where)
         cols.rows["timestamp"], out_of_range = times.stamps, times.out_of_range

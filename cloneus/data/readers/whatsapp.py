@@ -9,8 +9,10 @@ order (day/month or month/day) is decided once for the whole file by the rules e
 (`cloneus.data.readers.timestamps`), and a time no clock shows (25:61) is an error. The times carry no
 zone, so they are read as UTC; only the gaps between them matter downstream. System notices (Android: a
 stamp line without `Name: `; iOS: text that starts with U+200E LEFT-TO-RIGHT MARK) count as
-`dropped["system"]`; media placeholders (`<Media omitted>`, `image omitted`, `<attached: ...>`) as
-`dropped["media"]`; "This message was deleted" as `dropped["deleted"]`.
+`dropped["system"]`; media placeholders (`<Media omitted>`, `image omitted`, `<attached: ...>`, and their
+German, Spanish, French, Italian, Portuguese, Dutch and other translations) as `dropped["media"]`; "This
+message was deleted" (and translations) as `dropped["deleted"]`. A bracketed phrase repeated as whole
+messages (an unknown locale's placeholder) is warned about.
 """
 
 from __future__ import annotations
@@ -36,8 +38,33 @@ STAMP_LINE = (
 )
 # Up to 60 characters without a colon, then ": " - a system line like "Alice added Bob" has no such prefix.
 AUTHOR_SPLIT = r"^(?P<author>[^:\n]{1,60}?):(?: (?P<text>[\s\S]*))?$"
-MEDIA = re.compile(r"^(?:<Media omitted>|(?:image|video|audio|sticker|GIF|document) omitted|<attached: [^>]*>)$")
-DELETED = re.compile(r"^(?:This message was deleted\.?|You deleted this message\.?)$")
+# Placeholders follow the phone's language. Android writes one "<Media omitted>"; iOS names the kind of file.
+MEDIA_PLACEHOLDERS = (
+    "Media omitted|Medien ausgeschlossen|Multimedia omitido|Multimédia omitido|Médias omis|Media omessi"
+    "|Mídia oculta|Arquivo de mídia oculto|Media weggelaten|Без медиафайлов|Medya dahil edilmedi"
+    "|Pominięto multimedia|Media tidak disertakan|Media utelämnad|Media utelämnat|Media udeladt|Media utelatt"
+)
+IOS_MEDIA = (
+    "(?:image|video|audio|sticker|GIF|document) omitted"
+    "|(?:Bild|Video|Audio|Sticker|GIF|Dokument) weggelassen"
+    "|(?:imagen|video|audio|sticker|GIF|documento) omitid[oa]"
+    "|(?:image|vidéo|audio|autocollant|GIF|document) absente?"
+    "|(?:immagine|video|audio|sticker|GIF|documento) omess[oa]"
+    "|(?:imagem|vídeo|áudio|figurinha|GIF|documento) ocultad[oa]"
+    "|(?:afbeelding|video|audio|sticker|GIF|document) weggelaten"
+)
+ATTACHED = "attached|Anhang|adjunto|pièce jointe|allegato|anexado|bijlage"
+MEDIA = re.compile(rf"^(?:<(?:{MEDIA_PLACEHOLDERS})>|(?:{IOS_MEDIA})|<(?:{ATTACHED}) ?: [^>]*>)$", re.IGNORECASE)
+DELETED = re.compile(
+    r"^(?:This message was deleted|You deleted this message|Diese Nachricht wurde gelöscht|Du hast diese Nachricht "
+    r"gelöscht|Se eliminó este mensaje|Eliminaste este mensaje|Ce message a été supprimé|Vous avez supprimé ce "
+    r"message|Questo messaggio è stato eliminato|Hai eliminato questo messaggio|Mensagem apagada|Você apagou esta "
+    r"mensagem|Dit bericht is verwijderd|Je hebt dit bericht verwijderd)\.?$",
+    re.IGNORECASE,
+)
+# A message that is only "<...>", repeated: most likely a placeholder in a language missing above.
+BRACKETED = r"^<[^<>\n]{3,60}>$"
+REPEATED_BRACKETED = 3
 DIRECTION_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2068\u2069"
 
 
@@ -95,6 +122,18 @@ def _date_parts(dates: pd.Series, times: pd.DataFrame, path: Path, lines: pd.Ind
     return bound_to_range(stamps, path=path, raw=dates, where=where)
 
 
+def _warn_unknown_placeholders(path: Path, texts: pd.Series) -> None:
+    counts = texts[texts.str.match(BRACKETED)].value_counts()
+    counts = counts[counts >= REPEATED_BRACKETED]
+    if len(counts):
+        logger.warning(
+            "%s: %s: messages that are only a bracketed phrase, many times; if that is WhatsApp's media placeholder "
+            "in your phone's language, delete those lines (they would be trained as text)",
+            path,
+            ", ".join(f"{text!r} x{n}" for text, n in counts.head(3).items()),
+        )
+
+
 def read_whatsapp(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
     """Read a WhatsApp chat export (`_chat.txt` / `WhatsApp Chat with X.txt`) into the canonical frame.
 
@@ -135,6 +174,7 @@ def read_whatsapp(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
     system = split["author"].isna() | (split["text"].fillna("").str.startswith("\u200e") & ~media)
     deleted = content.str.match(DELETED) & ~system
     keep = ~(system | media | deleted)
+    _warn_unknown_placeholders(path, content[keep])
     author = split["author"][keep].str.strip(DIRECTION_MARKS + " ~\u00a0")
     columns = {
         "message_id": pd.Series(line_numbers[keep.to_numpy()].astype(str), index=author.index),
