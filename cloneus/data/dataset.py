@@ -230,18 +230,21 @@ def prepare_dataset(
             file does not exist.
 
     Raises:
-        ConfigError: no chat log given, or a format/prompt setting that cannot work with this tokenizer.
+        ConfigError: no chat log given, a format/prompt setting that cannot work with this tokenizer, a
+            `chunk_size` above the model's context, or a user index that trains nobody.
         DataFormatError: the export cannot be read, or one message is longer than `chunk_size` without
             `dataset.long_messages: error`.
     """
     from cloneus.data.dataset_cache import cache_key, file_digest, load_entry, save_entry
     from cloneus.data.formatting import ChatFormatter
     from cloneus.data.normalize import clean
+    from cloneus.data.preflight import check_model_fit, check_trainable_users
     from cloneus.data.readers import read_chat
     from cloneus.data.sessions import silence_hours
     from cloneus.plugins.youtube import YouTubeLinks
 
     path = _check_inputs(cfg, tokenizer, chatlog)
+    check_model_fit(cfg, tokenizer)
     timer, cleaned = _Timer(), []
 
     def load_clean():
@@ -253,6 +256,7 @@ def prepare_dataset(
         return cleaned[0]
 
     users = users if users is not None else _load_users(cfg, lambda: load_clean().frame)
+    check_trainable_users(users, f"the user index for {path}")
     formatter = ChatFormatter(tokenizer, cfg.format, cfg.prompt, users, masked_authors=cfg.dataset.masked_authors)
     links = YouTubeLinks.from_env(cfg.youtube)
     entry = Path(cfg.dataset.cache_dir) / cache_key(cfg, file_digest(path), users, tokenizer, links is not None)

@@ -238,6 +238,31 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def context_length(model_cfg: ModelConfig) -> int | None:
+    """The most positions the base model was built for (`max_position_embeddings`), or None when it does not say."""
+    from transformers import AutoConfig
+
+    resolved = resolve_model(model_cfg.model_id)
+    config = AutoConfig.from_pretrained(resolved.path, gguf_file=resolved.gguf_file).get_text_config()
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_attn(attn_implementation: str | None, device: str) -> None:
+    if attn_implementation != "flash_attention_2":
+        return
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            "model.attn_implementation: 'flash_attention_2' needs the flash-attn package, which is not installed; "
+            "install it (`pip install flash-attn`, CUDA only) or use 'sdpa'"
+        )
+    if not device.startswith("cuda"):
+        raise ConfigError(f"model.attn_implementation: 'flash_attention_2' needs a CUDA GPU; on {device} use 'sdpa'")
+
+
 def _check_quant(quant_method: str, device: str) -> None:
     if quant_method not in ("bnb4", "bnb8"):
         return
@@ -282,12 +307,13 @@ def load_model(
 
     Raises:
         ModelNotFoundError: see `resolve_model`.
-        ConfigError: bnb quantisation without CUDA or bitsandbytes.
+        ConfigError: bnb quantisation without CUDA or bitsandbytes; flash_attention_2 without CUDA or flash-attn.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     device = pick_device(device)
     _check_quant(model_cfg.quant_method, device)
+    _check_attn(model_cfg.attn_implementation, device)
     resolved = resolve_model(model_cfg.model_id)
     dtype = pick_dtype(model_cfg.quant_method, device)
     if uses_unsloth(model_cfg, device):

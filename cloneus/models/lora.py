@@ -19,6 +19,31 @@ logger = logging.getLogger(__name__)
 UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def check_target_modules(model: PreTrainedModel, target_modules: list[str] | str) -> None:
+    """Refuse target module names the model does not have, naming the linear modules it does have.
+
+    peft matches a target against the end of each module's dotted name, so `q_proj` and `self_attn.q_proj` both
+    name `model.layers.0.self_attn.q_proj`.
+
+    Raises:
+        ConfigError: some targets match no module; names them and the model's own linear module names.
+    """
+    import torch
+
+    if isinstance(target_modules, str):
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    missing = [t for t in target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+        )
+        raise ConfigError(
+            f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__}; its linear modules are "
+            f"{', '.join(linear)} (or use 'all-linear')"
+        )
+
+
 def peft_lora_config(lora_cfg: LoraConfig, trainable_token_ids: list[int] | None = None):
     """The `peft.LoraConfig` for our `lora` section (`all-linear` means every linear layer except the LM head).
 
@@ -59,9 +84,9 @@ def attach_lora(
         trainable_token_ids (`list[int]`, *optional*): embedding rows to train in full, for added tokens.
 
     Raises:
-        ConfigError: DoRA asked for together with unsloth.
-        ValueError: from peft, when `target_modules` names no module of this model.
+        ConfigError: DoRA asked for together with unsloth, or a target module the model does not have.
     """
+    check_target_modules(model, lora_cfg.target_modules)
     if use_unsloth:
         if lora_cfg.use_dora:
             raise ConfigError("lora.use_dora is not supported by unsloth; set model.flashattn_lib=huggingface")

@@ -8,6 +8,7 @@ only the main process writes files, and the run name is agreed on by broadcast s
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import math
 import sys
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloneus.errors import CloneusError
+from cloneus.errors import CloneusError, ConfigError
 from cloneus.training.rundir import ProgressLog, RunDir, checkpoint_step
 
 if TYPE_CHECKING:
@@ -121,6 +122,39 @@ def training_argument_values(cfg: CloneusConfig, output_dir: Path, *, has_eval: 
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Each `training.report_to` integration must be installed; the Trainer would fail only after loading.
+
+    Raises:
+        ConfigError: naming the integration and how to install it or turn it off.
+    """
+    for name in report_to:
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(
+                f"training.report_to: {name!r} is not installed; `pip install {name}` or remove it from the list"
+            )
+
+
+def check_warmup(cfg: CloneusConfig, train_rows: int, world_size: int) -> None:
+    """A warmup given in steps must fit in the run; with `max_steps` unset the run's length is known only now.
+
+    Counts steps the way the Trainer does: batches per epoch, divided by gradient accumulation, times epochs.
+
+    Raises:
+        ConfigError: naming training.warmup and the run's length.
+    """
+    t = cfg.training
+    if t.warmup < 1 or t.max_steps is not None:
+        return
+    batches = math.ceil(train_rows / (t.batch_size * world_size))
+    total = math.ceil(t.num_epochs * max(batches // t.gradient_accumulation_steps, 1))
+    if t.warmup > total:
+        raise ConfigError(
+            f"training.warmup is {t.warmup:g} steps, longer than the run ({total} steps: {train_rows} rows, "
+            f"training.num_epochs={t.num_epochs:g}); lower it, or give a fraction of the run (< 1)"
+        )
 
 
 def distributed_state():
@@ -251,6 +285,7 @@ def train(
 
 def _start_run(cfg: CloneusConfig, state, progress: ProgressLog, *, chatlog, run_name, resume, users):
     """Pick the run directory, resolve the config and write config.yaml + users.json."""
+    from cloneus.data.preflight import check_trainable_users
     from cloneus.models.loading import resolve_model
 
     if resume is not None:
@@ -259,7 +294,11 @@ def _start_run(cfg: CloneusConfig, state, progress: ProgressLog, *, chatlog, run
     else:
         run = RunDir.for_new_run(cfg, resolve_model(cfg.model.model_id).alias, _agree_on_run_name(run_name))
     progress.paths.insert(0, run.progress_path)
+    check_report_to(cfg.training.report_to)
     users = users if users is not None else load_users(cfg, chatlog)
+    index_file = Path(cfg.dataset.users_json)
+    source = str(index_file) if index_file.is_file() else f"the user index built from {chatlog or cfg.dataset.chatlog}"
+    check_trainable_users(users, source)
     # The config written to the run and every checkpoint is fully resolved: it names the chat and the participants.
     cfg = cfg.model_copy(deep=True)
     if chatlog is not None:
@@ -312,6 +351,7 @@ def _run(cfg: CloneusConfig, state, progress: ProgressLog, run: RunDir, users: U
     started = time.monotonic()
     tokenizer = load_tokenizer(cfg.model)
     train_set, eval_set, tokens_added = _datasets(cfg, tokenizer, users, state)
+    check_warmup(cfg, len(train_set), state.num_processes)
     stopper = StopOnSignalCallback()
     trainer = CloneusTrainer(
         checkpoint_files=functools.partial(run.write_checkpoint_extras, cfg=cfg, users=users),

@@ -7,6 +7,7 @@ escape as another exception, and loading a config never writes a file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cloneus.cli import main
 from cloneus.config import load_config
 from cloneus.data.users import UserIndex
 from cloneus.errors import CloneusError, ConfigError
+from tests.training.conftest import AUTHORS, tiny_config, write_chat
 
 BASE = {"model": {"model_id": "some/model"}}
 
@@ -194,3 +196,99 @@ class TestCorruptUserIndex:
     def test_a_directory(self, tmp_path):
         with pytest.raises(ConfigError, match=r"is a directory, expected the user index file.*dataset.users_json"):
             UserIndex.load(tmp_path)
+
+
+class TestSettingsCheckedAgainstTheModel:
+    """What the schema cannot know: the model's context, its tokenizer, its modules, what is installed."""
+
+    @pytest.fixture(scope="class")
+    def chat(self, tmp_path_factory) -> Path:
+        return write_chat(tmp_path_factory.mktemp("chat") / "chat.csv")
+
+    def test_chunk_size_above_the_context_is_refused_before_preparing(self, tiny_model_dir, chat, tmp_path):
+        from cloneus.data.dataset import prepare_dataset
+        from cloneus.models.loading import load_tokenizer
+
+        cfg = tiny_config(tiny_model_dir, tmp_path, chunk_size=8193)
+        with pytest.raises(
+            ConfigError, match=r"training.chunk_size: 8193 tokens is above the context .*8192 positions"
+        ):
+            prepare_dataset(cfg, load_tokenizer(cfg.model), chat)
+        assert not (tmp_path / "cache").exists()
+
+    def test_chunk_size_at_the_context_is_fine(self, tiny_model_dir, tmp_path):
+        from cloneus.data.preflight import check_model_fit
+        from cloneus.models.loading import load_tokenizer
+
+        cfg = tiny_config(tiny_model_dir, tmp_path, chunk_size=8192)
+        check_model_fit(cfg, load_tokenizer(cfg.model))
+
+    def test_author_tag_with_a_special_token_of_this_tokenizer(self, tiny_model_dir, tmp_path):
+        from cloneus.data.preflight import check_model_fit
+        from cloneus.models.loading import load_tokenizer
+
+        cfg = tiny_config(tiny_model_dir, tmp_path)
+        tokenizer = load_tokenizer(cfg.model)
+        tokenizer.add_special_tokens({"additional_special_tokens": ["[SPEAKER]"]})
+        cfg.format.author_tag = "[SPEAKER]{author}"
+        with pytest.raises(ConfigError, match=r"format.author_tag .* contains '\[SPEAKER\]', a special token"):
+            check_model_fit(cfg, tokenizer)
+
+    def test_a_user_index_that_trains_nobody(self, tiny_model_dir, chat, tmp_path):
+        from cloneus.data.users import User
+        from cloneus.training.trainer import train
+
+        cfg = tiny_config(tiny_model_dir, tmp_path)
+        users = [User(id=n, username=n, display_name=n, message_count=40, share=0.33, excluded=True) for n in AUTHORS]
+        UserIndex(users=users).save(cfg.dataset.users_json)
+        with pytest.raises(ConfigError, match=r"users.json: no user is trained \(3 users; 3 excluded.*min_share"):
+            train(cfg, chatlog=chat, run_name="nobody")
+        assert not list((tmp_path / "runs").rglob("config.yaml"))
+
+    def test_warmup_longer_than_an_epoch_based_run(self, tiny_model_dir, chat, tmp_path):
+        from cloneus.training.trainer import train
+
+        cfg = tiny_config(tiny_model_dir, tmp_path, max_steps=None, num_epochs=1.0, warmup=10_000)
+        with pytest.raises(ConfigError, match=r"training.warmup is 10000 steps, longer than the run \(\d+ steps"):
+            train(cfg, chatlog=chat, run_name="warm")
+        assert not list((tmp_path / "runs").rglob("checkpoint-*"))
+
+    @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
+    def test_report_to_wandb_without_wandb(self, tiny_model_dir, chat, tmp_path):
+        from cloneus.training.trainer import train
+
+        cfg = tiny_config(tiny_model_dir, tmp_path, report_to=["wandb"])
+        with pytest.raises(ConfigError, match=r"training.report_to: 'wandb' is not installed; `pip install wandb`"):
+            train(cfg, chatlog=chat, run_name="wandb")
+        assert not list((tmp_path / "runs").rglob("config.yaml"))
+
+    @pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed")
+    def test_flash_attention_without_the_package(self, tiny_model_dir):
+        from cloneus.config import ModelConfig
+        from cloneus.models.loading import load_model
+
+        model_cfg = ModelConfig(model_id=str(tiny_model_dir), attn_implementation="flash_attention_2")
+        with pytest.raises(ConfigError, match=r"model.attn_implementation: 'flash_attention_2' needs the flash-attn"):
+            load_model(model_cfg, device="cpu")
+
+    @pytest.mark.parametrize("targets", [["query_key_value"], ["q_proj", "c_attn"], ["self_attn.qkv"]])
+    def test_lora_targets_the_model_lacks_are_named_with_the_ones_it_has(self, tiny_model_dir, targets):
+        from cloneus.config import LoraConfig, ModelConfig
+        from cloneus.models.loading import load_model
+        from cloneus.models.lora import attach_lora
+
+        model, _ = load_model(ModelConfig(model_id=str(tiny_model_dir)), device="cpu")
+        with pytest.raises(ConfigError) as e:
+            attach_lora(model, LoraConfig(target_modules=targets))
+        message = str(e.value)
+        assert message.startswith(f"lora.target_modules: {targets[-1]} not found in LlamaForCausalLM")
+        assert "its linear modules are" in message and "q_proj" in message and "down_proj" in message
+
+    def test_lora_targets_by_suffix_still_work(self, tiny_model_dir):
+        from cloneus.config import LoraConfig, ModelConfig
+        from cloneus.models.loading import load_model
+        from cloneus.models.lora import attach_lora
+
+        model, _ = load_model(ModelConfig(model_id=str(tiny_model_dir)), device="cpu")
+        peft_model = attach_lora(model, LoraConfig(r=2, target_modules=["self_attn.q_proj", "v_proj"]))
+        assert peft_model.get_nb_trainable_parameters()[0] > 0
