@@ -168,7 +168,7 @@ class TestUnreadableConfigFiles:
         before = files_under(tmp_path)
         assert main(["train", "-c", str(path), "--set", "training.max_steps=2"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and "duplicate key 'model'" in err and "Traceback" not in err
+        assert f"{path}: not valid YAML at line 3: duplicate key 'model'" in err and "Traceback" not in err
         assert len(err.splitlines()) == 1
         assert files_under(tmp_path) == before
 
