@@ -133,6 +133,17 @@ class JobManager:
 
     def build_command(self, params: dict[str, Any], progress_file: Path) -> list[str]:
         """The `python -m cloneus train` argv for `params` (see `start_training`)."""
+        if params.get("feedback"):
+            # Preference tuning of a served checkpoint on this bot's reactions; -c gives its `feedback:` section
+            # (without a config file the checkpoint's own applies).
+            argv = [sys.executable, "-m", "cloneus", "train", "--feedback", str(self.settings.db_path)]
+            argv += ["--from", str(params["source"])]
+            if Path(self.settings.config_path).is_file():
+                argv += ["-c", str(self.settings.config_path)]
+            argv += ["--progress-file", str(progress_file), "--run-name", params["name"]]
+            if params.get("max_steps") is not None:
+                argv += ["--max-steps", str(params["max_steps"])]
+            return argv
         argv = [sys.executable, "-m", "cloneus", "train", "-c", str(self.settings.config_path)]
         argv += ["-d", str(params["chatlog"]), "--progress-file", str(progress_file)]
         argv += ["--run-name", params["name"], "--set", f"dataset.users_json={self.settings.users_json}"]
@@ -151,6 +162,9 @@ class JobManager:
             raise CloneusError(
                 f"name {params['name']!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
+        if params.get("feedback"):
+            self._validate_feedback(params)
+            return
         if not Path(params["chatlog"]).is_file():
             raise CloneusError(f"no chat export at {params['chatlog']}; run /admin export first")
         overrides = [f"{key}={params[opt]}" for opt, key in CONFIG_KEYS.items() if params.get(opt) is not None]
@@ -158,6 +172,20 @@ class JobManager:
             load_config(self.settings.config_path, overrides)
         except ConfigError as e:
             raise ConfigError(str(e).replace("\n", "; ")) from None
+
+    def _validate_feedback(self, params: dict[str, Any]) -> None:
+        """The source checkpoint is complete and there is enough usable feedback (else how much more is needed)."""
+        from cloneus.training.feedback import feedback_config, plan_feedback
+        from cloneus.training.rundir import CHECKPOINT_CONFIG
+
+        source = Path(params["source"])
+        problem = checkpoint_problem(source)
+        if problem is not None:
+            raise CloneusError(f"cannot tune {source}: {problem}")
+        own = Path(self.settings.config_path)
+        cfg = feedback_config(source / CHECKPOINT_CONFIG, own if own.is_file() else None)
+        plan = plan_feedback(cfg, self.settings.db_path, source)
+        logger.info("feedback job on %s: %s", source, plan)
 
     async def _apply_opt_outs(self, chatlog: Path) -> None:
         """Write every opted-out member into the user index before training, building it if there is none."""
@@ -182,7 +210,9 @@ class JobManager:
 
         Args:
             params (`dict`): `chatlog` (export file) and `name` (run name and registered model name) are
-                required; `hours`, `chunk_size`, `epochs`, `max_steps`, `model_id` are optional overrides;
+                required; `hours`, `chunk_size`, `epochs`, `max_steps`, `model_id` are optional overrides.
+                With `feedback: True` the job tunes checkpoint `source` on the reactions in the bot database
+                instead (no `chatlog`; `max_steps` still applies);
                 `guild_id`, `channel_id`, `message_id` (where the progress message is) go to the job's columns
                 for the callback.
             on_progress (`ProgressCallback`, *optional*): awaited with `(job, state)` whenever progress changes
@@ -201,7 +231,8 @@ class JobManager:
                 job = running[0]
                 raise CloneusError(f"job {job.id} `{job.name}` is still running; wait or /admin cancel it")
             await asyncio.to_thread(self._validate, params)
-            await self._apply_opt_outs(Path(params["chatlog"]))
+            if not params.get("feedback"):  # the feedback trainer reads the consent table itself
+                await self._apply_opt_outs(Path(params["chatlog"]))
             job_id = await self.store.create_job(
                 config=params, run_dir=None, pid=None, status="starting", name=params["name"], **where
             )
@@ -287,6 +318,8 @@ class JobManager:
             else:
                 state.metrics = await asyncio.to_thread(_read_metrics, state) or state.metrics
                 desc = f"/admin train job {job.id}, {state.step} steps"
+                if job.config.get("feedback"):
+                    desc = f"/admin train feedback job {job.id}, {state.step} steps, tuned {job.config['source']}"
                 await asyncio.to_thread(self.registry.register, job.name, desc, state.final_checkpoint, state.metrics)
         await self.store.update_job(
             watch.job_id,

@@ -211,6 +211,8 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Export,
         max_steps="Stop after this many optimizer steps",
         model_id="Base model (hub id, local path or builtin:smollm2-135m)",
         name="Run name; the finished checkpoint is registered under it",
+        feedback="Tune a registered model on the 👍/👎 reactions to its replies instead of training on the chat",
+        model="With feedback: the registered model to tune (default: the one being served)",
     )
     async def train(
         self,
@@ -221,20 +223,40 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Export,
         max_steps: app_commands.Range[int, 1] | None = None,
         model_id: str | None = None,
         name: str | None = None,
+        feedback: bool = False,
+        model: str | None = None,
     ) -> None:
-        """Train a new checkpoint on the exported chat, with a live progress message."""
+        """Train a new checkpoint on the exported chat (or tune one on reactions), with a live progress message."""
+        if feedback:
+            params = self._feedback_params(model, hours=hours, chunk_size=chunk_size, epochs=epochs, model_id=model_id)
+            what = f"the reactions to `{params['source_name']}`"
+        elif model is not None:
+            raise CloneusError("model: only goes with feedback:true (chat training starts from model_id)")
+        else:
+            params = {"hours": hours, "chunk_size": chunk_size, "epochs": epochs, "model_id": model_id}
         await interaction.response.defer(thinking=True)
-        params = {"hours": hours, "chunk_size": chunk_size, "epochs": epochs, "max_steps": max_steps}
-        params["model_id"] = model_id
-        job = await self.start_job(interaction.channel, interaction.guild_id, params, name)
-        await interaction.edit_original_response(
-            content=f"🚀 Started training job {job.id} `{job.name}` on `{Path(job.config['chatlog']).name}`."
-        )
+        job = await self.start_job(interaction.channel, interaction.guild_id, params | {"max_steps": max_steps}, name)
+        if not feedback:
+            what = f"`{Path(job.config['chatlog']).name}`"
+        await interaction.edit_original_response(content=f"🚀 Started training job {job.id} `{job.name}` on {what}.")
+
+    def _feedback_params(self, model: str | None, **chat_only) -> dict:
+        """The job parameters of `/admin train feedback:true`: which checkpoint is tuned."""
+        given = [k for k, v in chat_only.items() if v is not None]
+        if given:
+            raise CloneusError(f"{', '.join(given)}: chat-training options; feedback:true takes max_steps and name")
+        registry = self.bot.registry
+        served = self.bot.engine.status().model
+        entry = registry.get(model) if model else registry.get(served) if served else registry.default
+        if entry is None:
+            known = ", ".join(registry.names()) or "none registered"
+            raise CloneusError(f"no model {model or 'served'} to tune; registered models: {known}")
+        return {"feedback": True, "source": str(entry.path), "source_name": entry.name}
 
     async def start_job(self, channel: discord.abc.Messageable, guild_id: int, params: dict, name: str | None) -> Job:
         """Post the progress message, then launch the job (its failure is shown in that message too)."""
         name = name or f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        chatlog = pick_chatlog(self.bot.settings, guild_id)
+        chatlog = None if params.get("feedback") else pick_chatlog(self.bot.settings, guild_id)
         message = await channel.send(f"⏳ Training `{name}`: starting…")
         params = params | {"name": name, "chatlog": chatlog, "guild_id": guild_id}
         params |= {"channel_id": message.channel.id, "message_id": message.id}

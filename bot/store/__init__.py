@@ -8,6 +8,7 @@ Each table group lives in its own module and `Store` combines them:
 - `consent.py`: opt-outs, auto-reply opt-ins, and the erasure of a member's data;
 - `models.py`: the measured load time of each checkpoint;
 - `feedback.py`: clone replies and their feedback;
+- `game.py`: the "Real or clone?" games, rounds and votes;
 - `jobs.py`: training jobs and cron schedules;
 - `base.py`: the shared connection, transactions and migration runner; `migrations.py`: the schema.
 
@@ -20,18 +21,32 @@ from __future__ import annotations
 from bot.store.consent import ConsentTables
 from bot.store.context import BaseMessage, ContextMessage, ContextTables
 from bot.store.feedback import CloneReply, FeedbackTables
+from bot.store.game import GameRound, GameTables, GameVote
 from bot.store.jobs import Job, JobTables, Schedule
 from bot.store.migrations import MIGRATIONS
 from bot.store.models import ModelTables
 from bot.store.sampling import SamplingTables, WordRule
 from bot.store.settings import SettingsTables
 
-__all__ = ["MIGRATIONS", "BaseMessage", "CloneReply", "ContextMessage", "Job", "Schedule", "Store", "WordRule"]
+__all__ = [
+    "MIGRATIONS",
+    "BaseMessage",
+    "CloneReply",
+    "ContextMessage",
+    "GameRound",
+    "GameVote",
+    "Job",
+    "Schedule",
+    "Store",
+    "WordRule",
+]
 
 CONTEXT_KEEP_PER_CHANNEL = 1000  # rows kept per channel; ctx_limit reads far fewer, the rest is for regenerate
 
 
-class Store(ContextTables, SettingsTables, SamplingTables, ConsentTables, FeedbackTables, JobTables, ModelTables):
+class Store(
+    ContextTables, SettingsTables, SamplingTables, ConsentTables, FeedbackTables, GameTables, JobTables, ModelTables
+):
     """Async access to the bot database. Open with `await Store.open(path)` or `async with await Store.open(...)`.
 
     One connection is shared by the whole bot; an `asyncio.Lock` keeps one transaction at a time on it.

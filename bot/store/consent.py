@@ -62,4 +62,10 @@ async def _delete_user_rows(db: aiosqlite.Connection, user_id: int, names: Itera
         await db.execute("DELETE FROM context WHERE author = ?", (name,))
         await db.execute("DELETE FROM replies WHERE author = ?", (name,))
     await db.execute("DELETE FROM feedback WHERE user_id = ?", (user_id,))
+    await db.execute("DELETE FROM game_votes WHERE user_id = ?", (user_id,))
+    # Rounds that quoted or imitated them go too (their real messages are never used again: the game skips them).
+    await db.execute(
+        "DELETE FROM game_votes WHERE round_id IN (SELECT id FROM game_rounds WHERE author_id = ?)", (user_id,)
+    )
+    await db.execute("DELETE FROM game_rounds WHERE author_id = ?", (user_id,))
     await db.execute("DELETE FROM replies WHERE invoker_id = ?", (user_id,))

@@ -55,16 +55,21 @@ class FeedbackTables(StoreBase):
             await db.execute("DELETE FROM replies WHERE message_id = ?", (message_id,))
 
     async def add_feedback(self, message_id: int, user_id: int, value: int, context: list) -> None:
-        """Record 👍 (+1) / 👎 (-1) on a clone reply with the context it answered; a user's later vote replaces
-        their earlier one. Kept for future preference tuning.
+        """Record 👍 (+1) / 👎 (-1) on a clone reply with the context it answered, the reply itself last.
+
+        Votes are kept per version of the reply (its text): a user's later vote on the same version replaces their
+        earlier one, and a vote on a regenerated version is kept beside it, which makes a preference pair for
+        `cloneus train --feedback`.
         """
         if value not in (-1, 1):
             raise ValueError(f"feedback value must be +1 or -1, got {value!r}")
+        if not context or len(context[-1]) != 2:
+            raise ValueError("feedback context must end with the [author, text] of the reply voted on")
         async with self._tx() as db:
             await db.execute(
-                "INSERT OR REPLACE INTO feedback (message_id, user_id, value, context, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (message_id, user_id, value, json.dumps(context), now_iso()),
+                "INSERT OR REPLACE INTO feedback (message_id, user_id, reply_text, value, context, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, user_id, str(context[-1][1]), value, json.dumps(context), now_iso()),
             )
 
     async def list_feedback(self, message_id: int | None = None) -> list[dict[str, Any]]:

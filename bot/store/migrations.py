@@ -111,6 +111,58 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE context ADD COLUMN cleared_at TEXT;
     """,
+    # 3: feedback is kept per version of a reply (a regenerated reply keeps its message id), so one member's 👍 on
+    # the first version and 👎 on the second are both kept: a preference pair. Plus the "Real or clone?" game.
+    """
+    CREATE TABLE feedback_by_version (
+        message_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        reply_text TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        context TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (message_id, user_id, reply_text)
+    );
+    INSERT INTO feedback_by_version (message_id, user_id, reply_text, value, context, created_at)
+        SELECT message_id, user_id, COALESCE(json_extract(context, '$[#-1][1]'), ''), value, context, created_at
+        FROM feedback;
+    DROP TABLE feedback;
+    ALTER TABLE feedback_by_version RENAME TO feedback;
+    CREATE TABLE games (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        host_id INTEGER NOT NULL,
+        rounds INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE game_rounds (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        game_id INTEGER NOT NULL REFERENCES games(id),
+        guild_id INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        source_message_id INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        author_id INTEGER,
+        text TEXT NOT NULL,
+        is_real INTEGER NOT NULL,
+        model TEXT,
+        attribution INTEGER NOT NULL,
+        message_id INTEGER,
+        created_at TEXT NOT NULL,
+        revealed_at TEXT
+    );
+    CREATE UNIQUE INDEX game_rounds_source ON game_rounds(guild_id, source_message_id);
+    CREATE TABLE game_votes (
+        round_id INTEGER NOT NULL REFERENCES game_rounds(id),
+        user_id INTEGER NOT NULL,
+        guess_real INTEGER,
+        guess_author TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (round_id, user_id)
+    );
+    """,
 ]
 
 

@@ -54,7 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         dest="source",
         default=None,
         metavar="CKPT",
-        help="with --feedback: the served checkpoint whose adapter is tuned (its config, plus -c's feedback section)",
+        help="with --feedback: the checkpoint whose adapter is tuned (its config; -c gives feedback: and output_root)",
     )
     add_date_order_arguments(p)
     p.set_defaults(func=train_command)
@@ -105,9 +105,8 @@ def load_train_config(args: argparse.Namespace):
 def load_feedback_config(args: argparse.Namespace):
     """A `--feedback` run's config: the source checkpoint's own, with -c's `feedback` section and `--set` on top
     (`--max-steps` means `feedback.max_steps`); when resuming, the run's config.yaml."""
-    from cloneus.config import apply_overrides, config_from_dict
     from cloneus.inference.checkpoint import find_checkpoint
-    from cloneus.io import read_yaml_mapping
+    from cloneus.training.feedback import feedback_config
     from cloneus.training.rundir import CHECKPOINT_CONFIG, RunDir
 
     if args.data:
@@ -125,11 +124,7 @@ def load_feedback_config(args: argparse.Namespace):
         raise ConfigError("--feedback needs --from CHECKPOINT: the served checkpoint whose adapter is tuned")
     else:
         path = find_checkpoint(args.source) / CHECKPOINT_CONFIG
-    tree = read_yaml_mapping(path, "config file", "sections at the top level")
-    if args.config:
-        own = read_yaml_mapping(Path(args.config), "config file", "sections at the top level")
-        tree["feedback"] = own.get("feedback", {})
-    return config_from_dict(apply_overrides(tree, overrides), str(path))
+    return feedback_config(path, args.config, overrides)
 
 
 def failure_line(error: BaseException) -> str:

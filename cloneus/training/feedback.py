@@ -176,6 +176,39 @@ def choose_method(cfg: CloneusConfig, train: FeedbackSet) -> str:
     return "kto"
 
 
+def feedback_config(
+    config_file: str | Path, feedback_from: str | Path | None = None, overrides: list[str] | None = None
+) -> CloneusConfig:
+    """A feedback run's config: a checkpoint's (or run's) own config file, with the `feedback` section and
+    `training.output_root` of `feedback_from` (e.g. config/train_config.yaml) when given, then `--set` overrides.
+
+    The new run goes where `feedback_from` puts runs, so a bot's tuned checkpoints sit beside its trained ones.
+    """
+    from cloneus.config import apply_overrides, config_from_dict
+    from cloneus.io import read_yaml_mapping
+
+    tree = read_yaml_mapping(Path(config_file), "config file", "sections at the top level")
+    if feedback_from is not None:
+        own = read_yaml_mapping(Path(feedback_from), "config file", "sections at the top level")
+        tree["feedback"] = own.get("feedback", {})
+        output_root = (own.get("training") or {}).get("output_root")
+        if output_root is not None:
+            tree.setdefault("training", {})["output_root"] = output_root
+    return config_from_dict(apply_overrides(tree, overrides or []), str(config_file))
+
+
+def plan_feedback(cfg: CloneusConfig, database: str | Path, source: str | Path) -> dict[str, Any]:
+    """What a run would train on, without loading a model: method and counts, or the refusal a run would give.
+
+    The bot calls this before it starts a job, so too little feedback is refused at once.
+    """
+    from cloneus.inference.checkpoint import read_checkpoint
+
+    feedback = read_feedback(database, read_checkpoint(source).users)
+    train, heldout = feedback.split(cfg.feedback.holdout_frac, cfg.training.seed)
+    return {"method": choose_method(cfg, train), "train": train.counts(), "heldout": heldout.counts()}
+
+
 def _dataset(method: str, encoder: ExampleEncoder, train: FeedbackSet):
     from datasets import Dataset
 
