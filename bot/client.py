@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.render import SAFE_MENTIONS, parse_clone_reply, plain_text
+from bot.render import SAFE_MENTIONS, parse_clone_reply
 from cloneus.errors import CloneusError
 
 if TYPE_CHECKING:
@@ -154,12 +154,17 @@ class CloneusBot(commands.Bot):
     def context_entry(self, message: discord.Message, *, live: bool) -> tuple[str, str, bool] | None:
         """`(author, text, is_clone)` for the context, or None for messages the context skips.
 
+        A member's message is stored as an export holds it: the raw content (`<@id>`, `<:emoji:id>`) followed by
+        attachment URLs, joined as the DiscordChatExporter reader joins them, under the display name (nickname)
+        an export carries. Nothing is cleaned here: `ReplyService.history` normalises what it reads back with
+        the served checkpoint's own rules, the ones its training data went through.
+
         The bot's own clone replies count as the cloned author. Live, they are skipped here: the cog that posted
         one stores its final text itself (the MESSAGE_CREATE of a streamed reply carries only its first words).
         Other bot messages (status, progress, errors) are never context.
         """
         author = message.author
-        text = plain_text(message.content, {u.id: u.name for u in message.mentions})
+        text = "\n".join([message.content, *(a.url for a in message.attachments)]).strip("\n")
         if self.user is not None and author.id == self.user.id:
             parsed = None if live else parse_clone_reply(text)
             return (*parsed, True) if parsed else None
@@ -167,7 +172,7 @@ class CloneusBot(commands.Bot):
             return None if live else (author.name[: -len(CLONE_WEBHOOK_SUFFIX)], text, True)
         if message.type not in (discord.MessageType.default, discord.MessageType.reply) or not text:
             return None
-        return author.name, text, False
+        return author.display_name, text, False
 
     async def seed_context(self, channel_id: int) -> int:
         """Store the channel's last `history_seed_n` messages as context (ids already stored are updated)."""

@@ -5,8 +5,8 @@ layers guard this: `render_mentions` only turns `@Name` into a real mention for 
 every message is sent with `SAFE_MENTIONS` (users only, never everyone/here/roles), which Discord enforces
 server-side whatever the text says.
 
-Incoming messages go the other way (`plain_text`): `<@id>` becomes `@Name` and `<:emoji:id>` becomes `:emoji:`,
-the form the model was trained on.
+Incoming messages go the other way in `cloneus.data.normalize`, the path training data took: `<@id>` becomes
+`@Name` and `<:emoji:id>` becomes `:emoji:`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ EMPTY_REPLY = "*(no reply)*"
 
 SAFE_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
-_CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
 _EMOJI_OR_RENDERED = re.compile(r"<a?:\w+:\d+>|:(\w+):")
-_USER_MENTION = re.compile(r"<@!?(\d+)>")
 _CLONE_REPLY = re.compile(r"\*\*\[([^\]\n]+)\]\*\* (.*)", re.DOTALL)
 
 T = TypeVar("T")
@@ -91,14 +89,6 @@ def render_emoji(text: str, emojis: Mapping[str, str]) -> str:
         return emojis.get(name, m.group(0)) if name else m.group(0)
 
     return _EMOJI_OR_RENDERED.sub(replace, text)
-
-
-def plain_text(text: str, names: Mapping[int, str]) -> str:
-    """The model's view of an incoming message: `<@id>` → `@Name` (ids not in `names` stay as they are) and
-    custom emoji `<:name:id>` → `:name:`.
-    """
-    text = _USER_MENTION.sub(lambda m: f"@{names[int(m.group(1))]}" if int(m.group(1)) in names else m.group(0), text)
-    return _CUSTOM_EMOJI.sub(lambda m: f":{m.group(1)}:", text)
 
 
 def format_clone_reply(author: str, text: str) -> str:

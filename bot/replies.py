@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.engine import EngineLoading, EngineNotLoaded
 from bot.render import SAFE_MENTIONS, StreamEditor, format_clone_reply, render_emoji, render_mentions
+from cloneus.data.normalize import Turn
 from cloneus.errors import CloneusError
 
 if TYPE_CHECKING:
     from bot.client import CloneusBot
-    from bot.store import CloneReply
+    from bot.store import CloneReply, ContextMessage
+    from cloneus import Cloneus
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,15 @@ def find_member(guild: discord.Guild | None, name: str) -> discord.Member | None
     return None
 
 
+def _turn(message: ContextMessage, guild: discord.Guild | None) -> Turn:
+    """A stored context row as a history turn; a member's bot flag comes from the guild (bots are dropped)."""
+    if message.is_clone or message.author_id is None:  # clone replies: the cloned author, by name
+        return Turn(message.author, message.text, message.created_at)
+    member = guild.get_member(message.author_id) if guild is not None else None
+    is_bot = member is not None and member.bot
+    return Turn(message.author, message.text, message.created_at, str(message.author_id), is_bot)
+
+
 async def _edit(message: discord.Message | discord.PartialMessage, content: str) -> None:
     await message.edit(content=content, allowed_mentions=SAFE_MENTIONS)
 
@@ -81,13 +93,54 @@ class ReplyService:
         self.bot = bot
         self._webhooks: dict[int, discord.Webhook] = {}
 
-    async def history(self, channel_id: int) -> History:
-        """The channel's last `ctx_limit` messages as `(author, text)`, oldest first."""
+    async def history(
+        self, channel_id: int, guild: discord.Guild | None, latest: discord.Message | None = None
+    ) -> History:
+        """The channel's last `ctx_limit` messages as the model reads them: `(author, text)`, oldest first.
+
+        They are normalised by the served checkpoint's own rules and user index (`Cloneus.normalize_history`),
+        exactly as its training data was: commands, bots and opted-out users dropped, bursts merged, names
+        resolved to the index, YouTube links tagged. `/clone context show` shows this.
+
+        Args:
+            latest (`discord.Message`, *optional*): a message to end with, whether or not it is stored yet.
+
+        Raises:
+            `EngineLoading` / `EngineNotLoaded`: no model, so no rules to read the context with.
+        """
+        model = self._model()
         rows = await self.bot.store.recent_context(channel_id, self.bot.settings.ctx_limit)
-        return [(m.author, m.text) for m in rows]
+        turns = [_turn(m, guild) for m in rows if latest is None or m.message_id != latest.id]
+        if latest is not None and (entry := self.bot.context_entry(latest, live=True)):
+            turns.append(Turn(entry[0], entry[1], latest.created_at, str(latest.author.id), latest.author.bot))
+        names = {str(m.id): m.display_name for m in guild.members} if guild is not None else {}
+        turns = turns[-self.bot.settings.ctx_limit :]
+        normalised = await asyncio.to_thread(model.normalize_history, turns, names, self.bot.youtube)
+        return [(t.author, t.text) for t in normalised]
+
+    async def is_context(self, message: discord.Message) -> bool:
+        """Whether the served checkpoint's rules keep `message` (a `!command`, a bot's or an opted-out member's
+        message, or one empty after cleaning is not context, as it was not training data).
+
+        Raises:
+            `EngineLoading` / `EngineNotLoaded`: no model loaded.
+        """
+        entry = self.bot.context_entry(message, live=True)
+        if entry is None:
+            return False
+        turn = Turn(entry[0], entry[1], message.created_at, str(message.author.id), message.author.bot)
+        return bool(await asyncio.to_thread(self._model().normalize_history, [turn]))
+
+    def _model(self) -> Cloneus:
+        model = self.bot.engine.model
+        if model is None or not model.loaded:
+            eta = self.bot.engine.loading_eta()
+            raise EngineLoading(eta) if eta is not None else EngineNotLoaded("no model is loaded to read the context")
+        return model
 
     async def encode_history(self, history: History) -> History:
-        """YouTube links in the context become metadata tags, as in training (no-op without a key)."""
+        """YouTube links in the context become metadata tags, as in training (no-op without a key); the tags of
+        a normalised history stay as they are, links in replies added since become tags."""
         if self.bot.youtube is None or not history:
             return history
         texts = await asyncio.to_thread(self.bot.youtube.encode_texts, [text for _, text in history])

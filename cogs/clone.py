@@ -191,7 +191,7 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         sampling = await request_sampling(self.bot.store, interaction.channel_id, overrides, preset)
         webhook = await self._uses_webhook(interaction.channel_id)
         await interaction.response.defer(thinking=True, ephemeral=webhook)
-        history = await self.replies.history(interaction.channel_id)
+        history = await self.replies.history(interaction.channel_id, interaction.guild)
         await self._post(interaction, webhook, True, history, name, seed, sampling)
         if webhook:
             await interaction.edit_original_response(content=f"Posted as {name} (clone).")
@@ -210,7 +210,7 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         sampling = await request_sampling(self.bot.store, interaction.channel_id)
         webhook = await self._uses_webhook(interaction.channel_id)
         await interaction.response.defer(thinking=True, ephemeral=webhook)
-        history = await self.replies.history(interaction.channel_id)
+        history = await self.replies.history(interaction.channel_id, interaction.guild)
         spoken = []
         for turn in range(turns):
             author = await self._next_author(interaction.guild, history, mode)
@@ -253,13 +253,13 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
 
     @context.command(name="show")
     async def context_show(self, interaction: discord.Interaction) -> None:
-        """Show the messages the clones see in this channel."""
-        rows = await self.bot.store.recent_context(interaction.channel_id, self.bot.settings.ctx_limit)
-        if not rows:
+        """Show the messages the clones see in this channel, as the model reads them."""
+        history = await self.replies.history(interaction.channel_id, interaction.guild)
+        if not history:
             await interaction.response.send_message("The context of this channel is empty.", ephemeral=True)
             return
-        lines = "\n".join(f"{'🤖 ' if m.is_clone else ''}{m.author}: {m.text}" for m in rows)
-        pieces = split_message(f"Last {len(rows)} messages the clones see:\n{lines}")
+        lines = "\n".join(f"{author}: {text}" for author, text in history)
+        pieces = split_message(f"The {len(history)} messages the clones see, as the model reads them:\n{lines}")
         await interaction.response.send_message(pieces[0], ephemeral=True, allowed_mentions=SAFE_MENTIONS)
         for piece in pieces[1:]:
             await interaction.followup.send(piece, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
@@ -345,14 +345,14 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         if message.author.bot or message.webhook_id is not None or not self.bot.watches(message):
             return
         mode = autoreply_mode((await self.bot.store.get_channel_settings(message.channel.id)).get("autoreply"))
-        entry = self.bot.context_entry(message, live=True)
-        if mode is None or entry is None:
+        if mode is None or self.bot.context_entry(message, live=True) is None:
             return
-        # The client's own on_message stores this message too; whichever ran first, it is in the history once.
-        rows = await self.bot.store.recent_context(message.channel.id, self.bot.settings.ctx_limit)
-        history = [(m.author, m.text) for m in rows if m.message_id != message.id] + [entry[:2]]
-        history = history[-self.bot.settings.ctx_limit :]
         try:
+            # A message training would drop (`!skip`: how members speak past the bot) gets no reply either.
+            if not await self.replies.is_context(message):
+                return
+            # The client's own on_message stores this message too; whichever ran first, it is in the history once.
+            history = await self.replies.history(message.channel.id, message.guild, latest=message)
             author = await self._next_author(message.guild, history, mode)
             if author is None:
                 return

@@ -273,7 +273,11 @@ def prepare_dataset(
 
     result = load_clean()
     dropped = dict(result.dropped)
-    frame = _filter_messages(result.frame, cfg, users, tokenizer, links, dropped)
+    try:
+        frame = _filter_messages(result.frame, cfg, users, tokenizer, links, dropped)
+    finally:
+        if links is not None:
+            links.close()
     del result
     cleaned.clear()  # the unfiltered frame can go: a million messages hold a few hundred MB
     if frame.empty:

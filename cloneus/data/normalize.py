@@ -22,6 +22,7 @@ taken as whole messages and never merged into a burst: merging needs the times t
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -151,6 +152,7 @@ class MessageNormalizer:
         users (`UserIndex`): who is dropped, who is trained, and the names tags use.
         tokenizer (`PreTrainedTokenizerBase`): its special tokens are removed from text.
         links (`YouTubeLinks`, *optional*): encodes YouTube links as training did; None leaves links as they are.
+            The caller owns (and closes) them.
     """
 
     def __init__(self, dataset: DatasetConfig, users: UserIndex, tokenizer: Any, links: Any = None):
@@ -158,12 +160,16 @@ class MessageNormalizer:
         self.users = users
         self.control = ControlTokens(tokenizer)
         self.links = links
-        self._lookup: dict[str, User] | None = None
+        self._lookup = user_lookup(users)
+
+    def with_links(self, links: Any) -> MessageNormalizer:
+        """The same normaliser encoding YouTube links with `links` (the bot's own, for its context)."""
+        twin = copy.copy(self)
+        twin.links = links
+        return twin
 
     def user(self, author: str, author_id: str | None = None) -> User | None:
         """The index entry for an author: by id when it is known to the index, else by any of their names."""
-        if self._lookup is None:
-            self._lookup = user_lookup(self.users)
         found = self._lookup.get(author_id) if author_id is not None else None
         return found or find_user(self._lookup, author)
 
@@ -187,8 +193,7 @@ class MessageNormalizer:
         return frame[why.isna()].reset_index(drop=True)
 
     def _encode_youtube(self, texts: pd.Series) -> pd.Series:
-        with self.links:
-            encoded = self.links.encode_texts(texts.tolist())
+        encoded = self.links.encode_texts(texts.tolist())  # the links' owner closes them, not each use
         return texts.__class__(encoded, index=texts.index, dtype=texts.dtype)
 
     def _tag_context_authors(self, frame: pd.DataFrame) -> pd.DataFrame:

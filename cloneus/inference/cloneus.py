@@ -265,15 +265,19 @@ class Cloneus:
     def _options(self, sampling: dict[str, Any]) -> SamplingOptions:
         return self.sampling_defaults.merged(**sampling) if sampling else self.sampling_defaults
 
-    def normalize_history(self, chat_history: History, names: dict[str, str] | None = None) -> list[Turn]:
+    def normalize_history(
+        self, chat_history: History, names: dict[str, str] | None = None, youtube: Any = None
+    ) -> list[Turn]:
         """`chat_history` as training saw such messages: commands, bots, opted-out users and empty messages
         dropped, bursts merged, names resolved to the user index, links tagged, special tokens removed.
 
         Args:
             chat_history (`Sequence`): `(author, text)`, `(author, text, timestamp)` or `Turn`, oldest first.
             names (`dict[str, str]`, *optional*): id → name for `<@id>` mentions of people outside the index.
+            youtube (`YouTubeLinks`, *optional*): encodes links with these instead of `self.youtube`.
         """
-        return self.normalizer.turns(chat_history, names)
+        normalizer = self.normalizer if youtube is None else self.normalizer.with_links(youtube)
+        return normalizer.turns(chat_history, names)
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

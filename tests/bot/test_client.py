@@ -96,10 +96,12 @@ class TestContext:
         hook = {"id": "99", "username": "Alice (clone)", "discriminator": "0000", "avatar": None, "bot": True}
         fake_discord.create_message(general, hook, {"content": "via webhook"}, extra={"webhook_id": "99"})
         async with start_bot(extensions=PROBE) as drv:
+            # Stored as an export holds messages (raw markup; names as shown, read before the member list is in,
+            # so usernames here); read back normalised, resolving authors by id (`ReplyService.history`).
             assert _context(drv) == [
-                ("alice", "hi @bob", 0),
+                ("alice", f"hi <@{fake_discord.user_ids['bob']}>", 0),
                 ("carol", "cloned words", 1),
-                ("bob", "yo :pog:", 0),
+                ("bob", "yo <:pog:1234>", 0),
                 ("Alice", "via webhook", 1),
             ]
 
@@ -111,14 +113,14 @@ class TestContext:
             await rec.answered()
             await drv.post_message("second", user="carol")
             await drv.wait_for(lambda: len(_context(drv)) == 2)
-            assert _context(drv) == [("alice", "first", 0), ("carol", "second", 0)]
+            assert _context(drv) == [("Alice", "first", 0), ("Carol", "second", 0)]
 
     async def test_edits_and_deletes_follow(self, start_bot, fake_discord):
         async with start_bot(extensions=PROBE) as drv:
             msg = await drv.post_message("typo", user="alice")
             await drv.wait_for(lambda: _context(drv))
             fake_discord.edit_message(int(msg["id"]), {"content": "fixed"}, None)
-            await drv.wait_for(lambda: _context(drv) == [("alice", "fixed", 0)])
+            await drv.wait_for(lambda: _context(drv) == [("Alice", "fixed", 0)])
             fake_discord.delete_message(int(msg["id"]))
             await drv.wait_for(lambda: _context(drv) == [])
 
@@ -185,7 +187,7 @@ class TestResilience:
             await fake_discord.disconnect_gateway()
             await drv.post_message("sent while disconnected", user="bob")
             await drv.wait_for(lambda: fake_discord.resume_count == 1, timeout=20)
-            await drv.wait_for(lambda: _context(drv) == [("bob", "sent while disconnected", 0)], timeout=10)
+            await drv.wait_for(lambda: _context(drv) == [("Bob", "sent while disconnected", 0)], timeout=10)
             rec = await drv.slash("probe echo", text="still here")
             await rec.answered()
             assert rec.text == "still here" and fake_discord.identify_count == 1

@@ -295,10 +295,23 @@ class TestAutoReply:
 
         posts = await drv.wait_for(clone_posts, timeout=30)
         reply = await recorded(drv, int(posts[0]["id"]))
-        assert reply.request["history"][-1][1] == "anyone around?"
+        # Two messages of hers a moment apart are one burst, as training merges them.
+        assert reply.request["history"][-1] == ["alice", "nobody answers this\nanyone around?"]
         assert reply.invoker_id == drv.fake.user_ids["alice"]  # so she may 🗑️ it
         # The message sent while auto-reply was off started no generation; had it, its reply would be here too.
         assert len(clone_posts()) == 1 and drv.fake.channel_messages(channel).index(posts[0]) >= before
+
+    async def test_a_command_message_is_neither_answered_nor_context(self, drv):
+        channel = drv.fake.channel_ids["general"]
+        await set_option(drv, "autoreply", "always")
+        before = len(drv.fake.channel_messages(channel))
+        await drv.post_message("!skip this song", user="carol")
+        await until(lambda: drv.bot.store.recent_context(channel, 5))
+        await asyncio.sleep(0.5)  # give a wrongly started reply time to appear
+        assert len(drv.fake.channel_messages(channel)) == before + 1
+        show = await drv.slash("clone context show", user="alice")
+        await show.answered()
+        assert "empty" in show.text
 
     async def test_bad_autoreply_value_is_refused(self, drv):
         rec = await drv.slash("sampling set", key="autoreply", value="sometimes", user="boss")

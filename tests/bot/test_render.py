@@ -14,7 +14,6 @@ from bot.render import (
     SAFE_MENTIONS,
     StreamEditor,
     format_clone_reply,
-    plain_text,
     render_emoji,
     render_mentions,
     split_message,
@@ -66,11 +65,6 @@ class TestMentions:
     def test_safe_mentions_never_ping_everyone_or_roles(self):
         assert SAFE_MENTIONS.everyone is False and SAFE_MENTIONS.roles is False
         assert SAFE_MENTIONS.to_dict()["parse"] == ["users"]
-
-    def test_incoming_mentions_and_emoji_become_plain(self):
-        assert plain_text("yo <@11> <@!13> <@99> <:pog:123> <a:spin:5>", {11: "alice", 13: "bob"}) == (
-            "yo @alice @bob <@99> :pog: :spin:"
-        )
 
 
 class TestEmoji:
