@@ -81,7 +81,6 @@ def hostile_config(work: Path, model_dir: Path, **dataset: Any):
             "cache_dir": str(work / "cache"),
             "min_share": 0.0,
             "eval_frac": 0.0,
-            "allow_truncation": True,
             **dataset,
         },
         "training": {"chunk_size": 512},
@@ -162,7 +161,7 @@ def telegram_message(i: int, author: str, text: Any, date: str, **extra: Any) ->
         "type": "message",
         "date": date,
         "from": author,
-        "from_id": f"user{len(author)}",
+        "from_id": f"user{sum(map(ord, author))}",
         "text": text,
         **extra,
     }

@@ -33,6 +33,10 @@ def _kind(value: Any) -> str:
     )
 
 
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _shape_problem(m: Any) -> tuple[str, str] | None:
     """The first field of a message whose value is of the wrong kind, and what it should be; None if all fit.
 
@@ -59,10 +63,8 @@ def _shape_problem(m: Any) -> tuple[str, str] | None:
         checks.append(("reference.messageId", reference.get("messageId"), (str, int, type(None)), "an id"))
     for key in ("attachments", "mentions"):
         items = m.get(key)
-        checks += [
-            (f"{key}[{i}]", item, dict, "an object") for i, item in enumerate(items or ()) if isinstance(items, list)
-        ]
-    for i, attachment in enumerate(m.get("attachments") or ()):
+        checks += [(f"{key}[{i}]", item, dict, "an object") for i, item in enumerate(_as_list(items))]
+    for i, attachment in enumerate(_as_list(m.get("attachments"))):
         if isinstance(attachment, dict):
             checks.append((f"attachments[{i}].url", attachment.get("url"), OPTIONAL_TEXT, "a string"))
     for field, value, kinds, expected in checks:

@@ -59,7 +59,7 @@ def _unsupported(path: Path, what: str) -> DataFormatError:
 
 
 def _encoding_problem(path: Path, head: bytes) -> DataFormatError | None:
-    """An error for UTF-16/32 text or binary bytes, or the first invalid UTF-8 byte; None for clean UTF-8."""
+    """An error for UTF-16/32 text or the first invalid UTF-8 byte; None for UTF-8 (a stray NUL is allowed)."""
     nul_share = head[:4096].count(0) / max(1, len(head[:4096]))
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) or nul_share > 0.2:
         return DataFormatError(
@@ -67,8 +67,6 @@ def _encoding_problem(path: Path, head: bytes) -> DataFormatError | None:
             "is UTF-16 (or UTF-32) text, not UTF-8; re-save the export as UTF-8, for example "
             "`iconv -f utf-16 -t utf-8 IN > OUT`",
         )
-    if nul_share:
-        return DataFormatError(path, "holds NUL bytes: a binary file, not a chat export")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -42,8 +42,8 @@ FORMAT_NAMES = {
 INVISIBLE = re.compile(
     "[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b\u200c\u200e\u200f\u202a-\u202e"
     "\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0]"
-    # A zero-width joiner next to a letter or digit ("a\u200dlice"); between emoji it builds one glyph, so it stays.
-    "|(?<=\\w)\u200d|\u200d(?=\\w)"
+    # A zero-width joiner not between two symbols ("a\u200dlice"); between emoji it builds one glyph, so it stays.
+    "|(?<![^\\w\\s])\u200d|\u200d(?![^\\w\\s])"
 )
 NAME_COLUMNS = ("author_id", "author", "username")
 MAX_LOGGED_NAMES = 5
