@@ -46,3 +46,7 @@ class ModelNotFoundError(CloneusError):
 
 class UnknownAuthorError(CloneusError):
     """An author is not in the user index, or is excluded or opted out of cloning."""
+
+
+class CheckpointError(CloneusError):
+    """A checkpoint directory is incomplete or damaged; the message names the checkpoint and the broken file."""

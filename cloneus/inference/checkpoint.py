@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloneus.config import load_config
-from cloneus.errors import CloneusError, ModelNotFoundError
+from cloneus.errors import CheckpointError, CloneusError, ModelNotFoundError
 from cloneus.io import atomic_write_json
 from cloneus.training.rundir import (
     ADAPTER_CONFIG,
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GENERATION_CONFIG_FILE = "generation_config.json"
+SAFETENSORS_HEADER_BYTES = 8
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+REFETCH_HINT = "copy the checkpoint again, or load its run directory to use an earlier checkpoint"
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,74 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why a `.safetensors` file cannot load (truncated, or a header that is not one), or None; reads the header only.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's byte range, then the data.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(SAFETENSORS_HEADER_BYTES)
+        header_len = int.from_bytes(head, "little") if len(head) == SAFETENSORS_HEADER_BYTES else None
+        if header_len is None or SAFETENSORS_HEADER_BYTES + header_len > size:
+            return f"truncated: {size} bytes, shorter than its own header"
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+    if not isinstance(header, dict):
+        return "its header is not a safetensors header"
+    try:
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError):
+        return "its header is not a safetensors header"
+    needed = SAFETENSORS_HEADER_BYTES + header_len + end
+    return f"truncated: {size} bytes of the {needed} its header lists" if needed > size else None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"not valid JSON ({e})"
+    return None if isinstance(raw, dict) else f"not a JSON object (a {type(raw).__name__})"
+
+
+def check_checkpoint_files(ckpt: Path) -> None:
+    """Refuse a damaged checkpoint before loading any weights, naming the broken file.
+
+    Checks the adapter config (JSON naming a peft type), the adapter weights (complete safetensors) and the tokenizer
+    files, the parts whose damage would otherwise surface as a traceback from peft, safetensors or tokenizers.
+
+    Raises:
+        CheckpointError: naming the checkpoint, the file and what is wrong with it.
+    """
+    problem = _json_problem(ckpt / ADAPTER_CONFIG)
+    if problem is None and "peft_type" not in json.loads((ckpt / ADAPTER_CONFIG).read_text(encoding="utf-8")):
+        problem = "not a peft adapter config (no peft_type)"
+    if problem is not None:
+        raise CheckpointError(f"{ckpt}: {ADAPTER_CONFIG} is {problem}; {REFETCH_HINT}")
+    weights = ckpt / "adapter_model.safetensors"
+    problem = safetensors_problem(weights) if weights.is_file() else None
+    if problem is not None:
+        raise CheckpointError(f"{ckpt}: adapter_model.safetensors is damaged ({problem}); {REFETCH_HINT}")
+    if not (ckpt / "tokenizer_config.json").is_file() or not any((ckpt / n).is_file() for n in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{ckpt}: tokenizer files missing (tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)}); "
+            f"a checkpoint written by `cloneus train` has them; {REFETCH_HINT}"
+        )
+    for name in ("tokenizer_config.json", "tokenizer.json"):
+        problem = _json_problem(ckpt / name) if (ckpt / name).is_file() else None
+        if problem is not None:
+            raise CheckpointError(f"{ckpt}: {name} is {problem}; {REFETCH_HINT}")
+
+
 def read_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Find and read a checkpoint's config and user index."""
+    """Find and read a checkpoint's config and user index, after checking its files are whole."""
     from cloneus.data.users import UserIndex
 
     ckpt = find_checkpoint(path)
+    check_checkpoint_files(ckpt)
     return CheckpointInfo(
         path=ckpt, config=load_config(ckpt / CHECKPOINT_CONFIG), users=UserIndex.load(ckpt / USERS_FILE)
     )

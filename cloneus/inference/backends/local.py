@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloneus.errors import CheckpointError
 from cloneus.inference.prefix_cache import PrefixCache, common_prefix_length
 from cloneus.inference.stopping import StopOnEvent, StopOnText, TextStops, TokenQueue
 
@@ -26,6 +27,16 @@ if TYPE_CHECKING:
     from cloneus.inference.sampling import SamplingOptions
 
 logger = logging.getLogger(__name__)
+
+
+def _shape_error(path: str | Path, model: PreTrainedModel, err: RuntimeError) -> CheckpointError:
+    """peft's state-dict error (one line per tensor) as one line naming the checkpoint, the file and the base."""
+    first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+    detail = first.split(": ", 1)[-1].replace("torch.Size(", "").replace(")", "")
+    return CheckpointError(
+        f"{path}: adapter_model.safetensors does not fit the base model {model.name_or_path} ({detail}); "
+        "it was trained on another base: set model.model_id in its cloneus_config.yaml to that base"
+    )
 
 
 class LocalBackend:
@@ -75,12 +86,20 @@ class LocalBackend:
         from peft.utils.hotswap import hotswap_adapter
 
         with self._lock:
-            if not isinstance(self.model, PeftModel):
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=self._next_adapter_name())
-            elif _hot_swappable(self.model.active_peft_config, PeftConfig.from_pretrained(str(path))):
-                hotswap_adapter(self.model, str(path), self.model.active_adapter, torch_device=str(self.model.device))
-            else:
-                self._replace_adapter(path)
+            try:
+                if not isinstance(self.model, PeftModel):
+                    base = self.model
+                    self.model = PeftModel.from_pretrained(base, str(path), adapter_name=self._next_adapter_name())
+                elif _hot_swappable(self.model.active_peft_config, PeftConfig.from_pretrained(str(path))):
+                    hotswap_adapter(
+                        self.model, str(path), self.model.active_adapter, torch_device=str(self.model.device)
+                    )
+                else:
+                    self._replace_adapter(path)
+            except RuntimeError as e:
+                if "size mismatch" not in str(e):
+                    raise
+                raise _shape_error(path, self.model, e) from None
             self.model.eval()
             self.tokenizer = tokenizer
             self.prefix.clear()
