@@ -161,6 +161,7 @@ class MessageNormalizer:
         self.control = ControlTokens(tokenizer)
         self.links = links
         self._lookup = user_lookup(users)
+        self._names = {u.id: u.display_name for u in users.users}  # `<@id>` mentions, as an export's list has them
 
     def with_links(self, links: Any) -> MessageNormalizer:
         """The same normaliser encoding YouTube links with `links` (the bot's own, for its context)."""
@@ -234,12 +235,22 @@ class MessageNormalizer:
         Returns:
             `list[Turn]` with each author's index display name and id, and the timestamp of each message's first
             part. Feeding the result back in gives it back unchanged.
+
+        Raises:
+            ValueError: some entries have a timestamp and others do not.
         """
         import pandas as pd
 
         turns = [as_turn(entry) for entry in history]
         if not turns:
             return []
+        timed = sum(t.timestamp is not None for t in turns)
+        if 0 < timed < len(turns):
+            # Cleaning sorts by time, as training sorts an export; untimed entries would silently move to the end.
+            raise ValueError(
+                f"history mixes {timed} entries with a timestamp and {len(turns) - timed} without; give every "
+                "entry a timestamp (for burst merging) or none"
+            )
         ids, authors = [], []
         for turn in turns:
             user = self.user(turn.author, turn.author_id)
@@ -257,7 +268,7 @@ class MessageNormalizer:
                 "is_bot": [t.is_bot for t in turns],
             }
         )
-        frame.attrs = {"user_names": {**(names or {}), **{u.id: u.display_name for u in self.users.users}}}
+        frame.attrs = {"user_names": {**(names or {}), **self._names}}
         out, _ = self.frame(frame, merge_untimed=False)
         stamps = [None if pd.isna(s) else s.to_pydatetime() for s in out["timestamp"]]
         return [

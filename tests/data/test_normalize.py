@@ -90,7 +90,7 @@ class TestTurns:
         assert norm.pairs([("stranger", "hi")]) == [("stranger", "hi")]
 
     def test_a_bot_flag_on_a_live_turn_drops_it(self, norm):
-        assert norm.pairs([Turn("newbot", "beep", T0, author_id="999", is_bot=True), ("Alice", "hi")]) == [
+        assert norm.pairs([Turn("newbot", "beep", T0, author_id="999", is_bot=True), ("Alice", "hi", T0)]) == [
             ("Alice", "hi")
         ]
 
@@ -120,7 +120,7 @@ class TestTurns:
         users.set("Bobby", excluded=True)
         norm = MessageNormalizer(dataset, users, tokenizer)
         history = [("Alice", "!kept", T0), ("Alice", "?dropped", T0), ("Alice", "two", T0), ("newcomer", "hi", T0)]
-        assert norm.pairs(history + [("Bobby", "excluded")]) == [
+        assert norm.pairs(history + [("Bobby", "excluded", T0)]) == [
             ("Alice", "!kept"),
             ("Alice", "two"),
             ("someone", "hi"),
@@ -129,6 +129,8 @@ class TestTurns:
     def test_bad_entries_are_named(self, norm):
         with pytest.raises(TypeError, match="history entry"):
             norm.pairs([("Alice",)])
+        with pytest.raises(ValueError, match="mixes 1 entries with a timestamp and 1 without"):
+            norm.pairs([("Alice", "one", T0), ("Bobby", "two")])
         assert as_turn(("a", "b", None)) == Turn("a", "b")
 
 
