@@ -8,10 +8,17 @@ either, and an exception part-way leaves the old file untouched.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Temporary folders that are renamed into place when complete are named `.tmp-<what>-<pid of the writer>`.
+TMP_PREFIX = ".tmp-"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -38,6 +45,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> None:
     """Serialise `obj` first, so an unserialisable value raises before the target is touched."""
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_orphaned_temp_dirs(folder: Path) -> None:
+    """Delete `.tmp-<what>-<pid>` folders in `folder` whose writer process is gone (it was killed mid-write).
+
+    Folders of live writers are kept, so two processes filling one cache never delete each other's work.
+    """
+    for tmp in folder.glob(f"{TMP_PREFIX}*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if tmp.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            logger.info("removing %s, left by a process that was killed while writing it", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _unique_key_loader():

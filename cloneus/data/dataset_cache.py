@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloneus.io import atomic_write_json
+from cloneus.io import TMP_PREFIX, atomic_write_json, remove_orphaned_temp_dirs
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 # 3: meta.json records the size of each file of the entry, so damage is detected.
 FORMAT_VERSION = 3
 HASH_BLOCK_BYTES = 1 << 20
-TMP_PREFIX = ".tmp-"
 
 
 def file_digest(path: Path) -> str:
@@ -72,28 +71,9 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-def remove_orphans(cache_dir: Path) -> None:
-    """Delete `.tmp-<entry>-<pid>` folders whose writer is gone (killed during prepare); live writers' are kept."""
-    for tmp in cache_dir.glob(f"{TMP_PREFIX}*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if tmp.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            logger.info("removing %s, left by a prepare that was killed", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_entry(entry: Path, train: Dataset, eval_ds: Dataset | None, meta: dict[str, Any]) -> None:
     """Write a cache entry into a temporary folder, then rename it into place in one step."""
-    remove_orphans(entry.parent)
+    remove_orphaned_temp_dirs(entry.parent)
     tmp = entry.parent / f"{TMP_PREFIX}{entry.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     train.save_to_disk(str(tmp / "train"))

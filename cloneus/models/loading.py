@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloneus.errors import ConfigError, ModelNotFoundError
+from cloneus.io import TMP_PREFIX, remove_orphaned_temp_dirs
 
 if TYPE_CHECKING:
     import torch
@@ -84,14 +85,15 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF model once into a safetensors directory `out_dir` (model, tokenizer, config).
 
     The work happens in a sibling temporary directory that is renamed to `out_dir` at the end; if another process
-    finished first, its copy is kept and ours is discarded.
+    finished first, its copy is kept and ours is discarded. Temporary directories of killed conversions go first.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     logger.info("converting %s to safetensors in %s (once; later loads take seconds)", gguf_path.name, out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    remove_orphaned_temp_dirs(out_dir.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out_dir.name}-", suffix=f"-{os.getpid()}", dir=out_dir.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
