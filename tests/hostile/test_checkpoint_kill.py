@@ -3,13 +3,14 @@
 The kill is made to land inside a save without any hook in the library: before the save at step 4 starts, the test
 puts a FIFO where the Trainer will write that checkpoint's `trainer_state.json` (its last file). Opening a FIFO for
 writing blocks until someone reads it, so once the adapter and RNG state of step 4 are on disk the trainer is
-stuck mid-save, and SIGKILL lands there every time.
+stuck mid-save, and SIGKILL (or a second Ctrl-C) lands there every time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -46,10 +47,11 @@ def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def killed_run(tiny_model_dir, tmp_path_factory) -> Path:
-    """A run SIGKILLed while saving checkpoint-4, after checkpoint-2 was saved; returns its run directory."""
-    root = tmp_path_factory.mktemp("killed")
+def start_blocked_in_save(tiny_model_dir, root: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """A training subprocess stuck inside its save of checkpoint-4, after checkpoint-2 was saved.
+
+    Returns the process, its run directory and its progress file.
+    """
     chat = write_chat(root / "chat.csv")
     cfg = root / "cfg.yaml"
     cfg.write_text(tiny_config(tiny_model_dir, root, max_steps=6, save_steps=2).to_yaml(), encoding="utf-8")
@@ -70,12 +72,36 @@ def killed_run(tiny_model_dir, tmp_path_factory) -> Path:
         staged.mkdir(parents=True)
         os.mkfifo(staged / "trainer_state.json")
         wait_for(lambda: (staged / "rng_state.pth").is_file(), proc, "the save of checkpoint-4")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except BaseException:
+        proc.kill()
         proc.stderr.close()
+        raise
+    return proc, run, progress
+
+
+def read_stderr_until(proc: subprocess.Popen, text: str) -> str:
+    """The process's stderr up to and including `text` (read from the pipe's fd, so no line is held in a buffer)."""
+    fd, seen = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + WAIT_S
+    while text.encode() not in seen:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {text!r} on stderr: {seen.decode()[-2000:]}")
+        if select.select([fd], [], [], 1.0)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise AssertionError(f"stderr closed before {text!r}: {seen.decode()[-2000:]}")
+            seen += chunk
+    return seen.decode()
+
+
+@pytest.fixture(scope="module")
+def killed_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """A run SIGKILLed while saving checkpoint-4, after checkpoint-2 was saved; returns its run directory."""
+    proc, run, _ = start_blocked_in_save(tiny_model_dir, tmp_path_factory.mktemp("killed"))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     return run
 
@@ -101,6 +127,20 @@ class TestKillDuringSave:
         assert last["event"] == "done" and last["checkpoint"] == str(killed_run / "checkpoint-6")
         state = json.loads((killed_run / "checkpoint-4" / "trainer_state.json").read_text(encoding="utf-8"))
         assert state["global_step"] == 4
+
+
+class TestSecondCtrlCDuringSave:
+    def test_stops_at_once_and_the_interrupted_event_names_a_complete_checkpoint(self, tiny_model_dir, tmp_path):
+        proc, run, progress = start_blocked_in_save(tiny_model_dir, tmp_path)
+        proc.send_signal(signal.SIGINT)  # the first asks for a save and a stop after this step
+        before = read_stderr_until(proc, "SIGINT received")
+        proc.send_signal(signal.SIGINT)  # the second stops at once, inside the blocked save
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-3000:]
+        assert "Traceback" not in before + err
+        last = read_events(progress)[-1]
+        assert last["event"] == "interrupted" and last["checkpoint"] == str(run / "checkpoint-2")
+        assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
 class TestCheckpointLeftHalfWritten:
