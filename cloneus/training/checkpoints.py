@@ -38,7 +38,9 @@ def publish_checkpoint(staged: Path, target: Path) -> None:
 class StagedCheckpoints:
     """Mixin for `transformers.Trainer` and its subclasses (TRL's included): checkpoints are staged, then renamed.
 
-    Put it first in the bases, e.g. `class FeedbackTrainer(StagedCheckpoints, KTOTrainer)`.
+    Put it first in the bases, e.g. `class FeedbackTrainer(StagedCheckpoints, KTOTrainer)`. The Trainer's
+    best-checkpoint bookkeeping (`load_best_model_at_end`) looks for checkpoints in the staging folder, so it is not
+    supported; no CloneUs run uses it.
 
     Args:
         checkpoint_files (`Callable[[Path], None]`): writes our own files (config, user index) into a staged

@@ -143,6 +143,21 @@ class TestSecondCtrlCDuringSave:
         assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
+class TestStagedSaves:
+    def test_rotation_keeps_the_newest_complete_checkpoints_and_no_staging_folder(self, tiny_model_dir, tmp_path):
+        from cloneus.training.trainer import train
+
+        cfg = tiny_config(tiny_model_dir, tmp_path, max_steps=6, save_steps=2, save_total_limit=2)
+        result = train(cfg, chatlog=write_chat(tmp_path / "chat.csv"), run_name="rot")
+        assert sorted(p.name for p in result.run_dir.iterdir() if p.name.startswith((".", "checkpoint"))) == [
+            "checkpoint-4",
+            "checkpoint-6",
+        ]
+        assert result.checkpoint == result.run_dir / "checkpoint-6"
+        events = [e for e in read_events(result.run_dir / "progress.jsonl") if e["event"] == "checkpoint"]
+        assert [e["step"] for e in events] == [2, 4, 6]
+
+
 class TestCheckpointLeftHalfWritten:
     """The failure of older versions: a `checkpoint-N` folder without the files written last."""
 
