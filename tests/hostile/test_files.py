@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.hostile.conftest import (
     dce_message,
@@ -287,3 +289,19 @@ class TestLookAlikeAuthors:
         outcome = prepare(write_dce_json(tmp_path / "chat.json", messages))
         assert set(outcome.frame["author"]) == {"ann", "bob", "cat"}
         assert "more than one user id" in caplog.text and "ann" in caplog.text
+
+
+class TestDepthScan:
+    """The byte-level depth scan agrees with the real nesting, whatever quotes and backslashes strings hold."""
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=st.text(alphabet='\\"[]{}a', max_size=30), depth=st.integers(60, 68))
+    def test_matches_the_parsed_depth(self, tmp_path, text, depth):
+        from cloneus.data.readers.frames import MAX_JSON_DEPTH, json_depth_error
+
+        value: list = [text]
+        for _ in range(depth - 1):
+            value = [value, text]
+        path = tmp_path / "nested.json"
+        path.write_text(json.dumps(value), encoding="utf-8")
+        assert (json_depth_error(path) is not None) == (depth > MAX_JSON_DEPTH)

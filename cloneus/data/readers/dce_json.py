@@ -22,19 +22,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONVERSATION_TYPES = frozenset({"Default", "Reply"})
-OPTIONAL_TEXT = (str, type(None))
-OPTIONAL_OBJECT = (dict, type(None))
-OPTIONAL_LIST = (list, type(None))
+NONE = type(None)
+# (field, the value types it may hold, what to call them). `type(v) in kinds` keeps bools out of ints.
+MESSAGE_FIELDS = (
+    ("type", {str, NONE}, "a string"),
+    ("content", {str, NONE}, "text"),
+    ("attachments", {list, NONE}, "a list"),
+    ("mentions", {list, NONE}, "a list"),
+    ("reference", {dict, NONE}, "an object"),
+)
+AUTHOR_FIELDS = (
+    ("id", {str, int, NONE}, "a string or number"),
+    ("name", {str, NONE}, "a string"),
+    ("nickname", {str, NONE}, "a string"),
+    ("isBot", {bool, NONE}, "true or false"),
+)
+KIND_NAMES = {dict: "an object", list: "a list", str: "a string", NONE: "null"}
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else []
+def _wrong(field: str, expected: str, value: Any) -> tuple[str, str]:
+    return field, f"{expected}, got {KIND_NAMES.get(type(value), type(value).__name__)}"
 
 
 def _shape_problem(m: Any) -> tuple[str, str] | None:
@@ -42,34 +49,28 @@ def _shape_problem(m: Any) -> tuple[str, str] | None:
 
     Exports edited by hand or by other tools put strings, lists or null where DCE writes objects; such a message
     is dropped (counted as `malformed`), and text that is not a string is never trained as a Python repr.
+    Exact type tests keep this cheap: it runs once per message.
     """
-    if not isinstance(m, dict):
-        return "", f"an object, got {_kind(m)}"
-    checks = [
-        ("type", m.get("type"), OPTIONAL_TEXT, "a string"),
-        ("author", m.get("author"), dict, "an object"),
-        ("content", m.get("content"), OPTIONAL_TEXT, "text"),
-        ("attachments", m.get("attachments"), OPTIONAL_LIST, "a list"),
-        ("mentions", m.get("mentions"), OPTIONAL_LIST, "a list"),
-        ("reference", m.get("reference"), OPTIONAL_OBJECT, "an object"),
-    ]
+    if type(m) is not dict:
+        return _wrong("", "an object", m)
     author = m.get("author")
-    if isinstance(author, dict):
-        checks += [(f"author.{k}", author.get(k), OPTIONAL_TEXT, "a string") for k in ("name", "nickname")]
-        checks.append(("author.id", author.get("id"), (str, int, type(None)), "a string or number"))
-        checks.append(("author.isBot", author.get("isBot"), (bool, type(None)), "true or false"))
-    reference = m.get("reference")
-    if isinstance(reference, dict):
-        checks.append(("reference.messageId", reference.get("messageId"), (str, int, type(None)), "an id"))
+    if type(author) is not dict:
+        return _wrong(".author", "an object", author)
+    for key, kinds, expected in MESSAGE_FIELDS:
+        if type(m.get(key)) not in kinds:
+            return _wrong(f".{key}", expected, m.get(key))
+    for key, kinds, expected in AUTHOR_FIELDS:
+        if type(author.get(key)) not in kinds:
+            return _wrong(f".author.{key}", expected, author.get(key))
     for key in ("attachments", "mentions"):
-        items = m.get(key)
-        checks += [(f"{key}[{i}]", item, dict, "an object") for i, item in enumerate(_as_list(items))]
-    for i, attachment in enumerate(_as_list(m.get("attachments"))):
-        if isinstance(attachment, dict):
-            checks.append((f"attachments[{i}].url", attachment.get("url"), OPTIONAL_TEXT, "a string"))
-    for field, value, kinds, expected in checks:
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            return f".{field}", f"{expected}, got {_kind(value)}"
+        for i, item in enumerate(m.get(key) or ()):
+            if type(item) is not dict:
+                return _wrong(f".{key}[{i}]", "an object", item)
+            if key == "attachments" and type(item.get("url")) not in {str, NONE}:
+                return _wrong(f".attachments[{i}].url", "a string", item.get("url"))
+    reference = m.get("reference")
+    if reference is not None and type(reference.get("messageId")) not in {str, int, NONE}:
+        return _wrong(".reference.messageId", "an id", reference.get("messageId"))
     return None
 
 

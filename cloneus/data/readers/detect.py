@@ -13,10 +13,19 @@ via signal-export or its XML backup, HTML exports) are reported as unsupported, 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
+from typing import BinaryIO
 
-from cloneus.data.readers.frames import FORMAT_NAMES, UTF8_BOM, check_json_depth, utf8_error
+from cloneus.data.readers.frames import (
+    FORMAT_NAMES,
+    UTF8_BOM,
+    check_json_depth,
+    json_depth_error,
+    open_json,
+    utf8_error,
+)
 from cloneus.errors import DataFormatError
 
 SNIFF_BYTES = 64 * 1024
@@ -75,36 +84,49 @@ def _encoding_problem(path: Path, head: bytes) -> DataFormatError | None:
     return None
 
 
-def _detect_json(path: Path, skip: int) -> str:
+def _json_keys_format(path: Path, stream: BinaryIO) -> str | None:
+    """The format named by the first telling key in `stream`, or None if it ends (or breaks off) before one."""
     import ijson
 
+    for prefix, event, value in ijson.parse(stream):
+        if event != "map_key":
+            if prefix == "" and event == "start_array":
+                raise _unknown(path, "a JSON array at the top level is not a chat export")
+            continue
+        if (prefix == "" and value in META_TOP_KEYS) or (prefix == "messages.item" and value in META_MESSAGE_KEYS):
+            raise _unsupported(path, "Instagram or Facebook Messenger JSON export")
+        if prefix == "" and value in ("guild", "chats"):
+            return "dce_json" if value == "guild" else "telegram"
+        if prefix == "messages.item" and value in DCE_MESSAGE_KEYS | TELEGRAM_MESSAGE_KEYS:
+            return "dce_json" if value in DCE_MESSAGE_KEYS else "telegram"
+    return None
+
+
+def _detect_json(path: Path, head: bytes, whole: bool) -> str:
+    """Exports name themselves in their first keys, so the sniffed head (checked for depth on its own) usually
+    decides, and only the reader scans the whole file; otherwise the whole file is checked, then streamed."""
+    import ijson
+
+    try:
+        if json_depth_error(path, head) is None:
+            found = _json_keys_format(path, io.BytesIO(head))
+            if found is not None:
+                return found
+    except ijson.IncompleteJSONError:
+        pass  # the head ends mid-value; the whole file decides
+    except ijson.JSONError as e:
+        if whole:
+            raise DataFormatError(path, f"not valid JSON ({str(e).splitlines()[0]}); the file is damaged") from None
     check_json_depth(path)
-    with open(path, "rb") as f:
-        f.seek(skip)
+    with open_json(path) as f:
         try:
-            for prefix, event, value in ijson.parse(f):
-                if event != "map_key":
-                    if prefix == "" and event == "start_array":
-                        raise _unknown(path, "a JSON array at the top level is not a chat export")
-                    continue
-                if (prefix == "" and value in META_TOP_KEYS) or (
-                    prefix == "messages.item" and value in META_MESSAGE_KEYS
-                ):
-                    raise _unsupported(path, "Instagram or Facebook Messenger JSON export")
-                if prefix == "":
-                    if value == "guild":
-                        return "dce_json"
-                    if value == "chats":
-                        return "telegram"
-                elif prefix == "messages.item":
-                    if value in DCE_MESSAGE_KEYS:
-                        return "dce_json"
-                    if value in TELEGRAM_MESSAGE_KEYS:
-                        return "telegram"
+            found = _json_keys_format(path, f)
         except ijson.JSONError as e:
             reason = str(e).splitlines()[0]
             raise DataFormatError(path, f"not valid JSON ({reason}); the file is damaged or truncated") from None
-    raise _unknown(path, "JSON without the keys of a known export ('guild', 'chats' or 'messages')")
+    if found is None:
+        raise _unknown(path, "JSON without the keys of a known export ('guild', 'chats' or 'messages')")
+    return found
 
 
 def _detect_text(path: Path, head: str) -> str:
@@ -157,5 +179,5 @@ def detect_format(path: str | Path) -> str:
     first = head.lstrip()
     # iOS WhatsApp lines start with "[", like a JSON array; the date stamp tells them apart.
     if first[0] == "{" or (first[0] == "[" and not WHATSAPP_STAMP.match(first)):
-        return _detect_json(path, skip)
+        return _detect_json(path, head_bytes[skip:], whole=len(head_bytes) < SNIFF_BYTES)
     return _detect_text(path, head)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import logging
 import re
 import unicodedata
@@ -29,7 +30,9 @@ SCAN_CHUNK_BYTES = 1 << 20
 # open level, so memory grows with the square of the depth: 400 KB of brackets took 20 GB before this cap.
 MAX_JSON_DEPTH = 64
 DEPTH_SCAN_BYTES = 1 << 18
-ESCAPE_PAIR = re.compile(rb"\\.", re.DOTALL)
+# `\\` and `\"`, matched left to right: a quote after an odd run of backslashes is blanked with the last one.
+QUOTE_ESCAPE = re.compile(rb'\\[\\"]')
+NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
 FORMAT_NAMES = {
     "dce_json": "DiscordChatExporter JSON",
     "dce_csv": "DiscordChatExporter CSV (AuthorID,Author,Date,Content,Attachments,Reactions)",
@@ -55,21 +58,26 @@ def canonical_name(name: str) -> str:
     "alice", "\ufeffalice", "a\u200dlice" and " alice " all look like alice, so they must be one user, not
     several that nobody can tell apart in the prompt.
     """
+    if name.isascii() and name.isprintable() and name.strip() == name and "  " not in name:
+        return name  # the common case, already canonical
     return " ".join(INVISIBLE.sub("", unicodedata.normalize("NFC", name)).split())
 
 
 def _canonical_authors(frame: pd.DataFrame, path: str | Path) -> tuple[pd.DataFrame, int]:
     """The frame with `canonical_name` applied to its name columns, less the rows whose author is then empty."""
+    seen: dict[str, str] = {}
     changed: dict[str, str] = {}
     for column in NAME_COLUMNS:
         if column not in frame.columns:
             continue
-        names = frame[column].astype(str)
-        mapping = {n: canonical_name(n) for n in names.unique()}
-        moved = {k: v for k, v in mapping.items() if k != v}
+        names = frame[column]
+        uniques = names.unique().tolist()
+        seen.update((n, canonical_name(str(n))) for n in uniques if n not in seen)
+        moved = {n: seen[n] for n in uniques if seen[n] != n}
         if moved:
             changed.update(moved)
-            frame[column] = names.map(mapping)
+            rows = names.isin(moved.keys())
+            frame.loc[rows, column] = names[rows].map(moved)
     if changed:
         examples = ", ".join(f"{k!r} -> {v!r}" for k, v in list(changed.items())[:MAX_LOGGED_NAMES])
         logger.warning(
@@ -129,44 +137,46 @@ def build_frame(
     return frame
 
 
-def check_json_depth(path: str | Path) -> None:
-    """Refuse JSON that nests deeper than `MAX_JSON_DEPTH`, before ijson sees it.
+def json_depth_error(path: str | Path, data: bytes | None = None) -> DataFormatError | None:
+    """An error if the JSON in `path` (or `data`, bytes read from it) nests deeper than `MAX_JSON_DEPTH`, else None.
 
-    One pass over the bytes, at disk speed: escape pairs (a backslash and the byte after it) are blanked with a
-    regex, so every quote left opens or closes a string; numpy then counts the brackets outside strings.
-
-    Raises:
-        DataFormatError: naming the byte offset where the nesting passes the cap.
+    One pass at near disk speed, before ijson sees the file: escaped quotes and backslashes are blanked, so
+    every quote left opens or closes a string; `bytes.translate` keeps only quotes and brackets;
+    numpy counts the brackets that are outside strings (an even number of quotes before them).
     """
     import numpy as np
 
-    marks = np.zeros(256, dtype=bool)
-    marks[list(b'"[]{}')] = True
     steps = np.zeros(256, dtype=np.int32)
     steps[list(b"[{")], steps[list(b"]}")] = 1, -1
-    depth, in_string, offset, carry = 0, False, 0, b""
-    with open(path, "rb") as f:
+    depth, in_string, offset, carry = 0, 0, 0, b""
+    with open(path, "rb") if data is None else io.BytesIO(data) as f:
         while block := f.read(DEPTH_SCAN_BYTES):
-            chunk = ESCAPE_PAIR.sub(b"__", carry + block)
-            start = offset - len(carry)
-            # A lone backslash at the end escapes the first byte of the next block.
-            carry = block[-1:] if chunk.endswith(b"\\") else b""
-            b = np.frombuffer(chunk[: len(chunk) - len(carry)], dtype=np.uint8)
-            where = np.flatnonzero(marks[b])
-            values = b[where]
-            quote = values == 0x22
-            parity = np.cumsum(quote) + in_string
-            levels = depth + np.cumsum(steps[values] * ((parity % 2 == 0) & ~quote))
+            chunk = carry + block
+            blanked = QUOTE_ESCAPE.sub(b"__", chunk) if b"\\" in chunk else chunk
+            # A backslash left unpaired at the end escapes the first byte of the next block.
+            carry = chunk[-1:] if blanked.endswith(b"\\") else b""
+            marks = np.frombuffer(blanked[: len(blanked) - len(carry)].translate(None, NOT_STRUCTURE), dtype=np.uint8)
+            quotes = np.cumsum(marks == 0x22, dtype=np.int32) + in_string
+            brackets = np.flatnonzero(marks != 0x22)
+            outside = (quotes[brackets] & 1) == 0
+            levels = depth + np.cumsum(steps[marks[brackets[outside]]])
             if len(levels) and levels.max() > MAX_JSON_DEPTH:
-                at = start + int(where[int((levels > MAX_JSON_DEPTH).argmax())])
-                raise DataFormatError(
+                return DataFormatError(
                     path,
-                    f"JSON nested more than {MAX_JSON_DEPTH} levels deep at byte offset {at}; a chat export nests "
-                    "about 8, so this file is damaged or not an export",
+                    f"JSON nested more than {MAX_JSON_DEPTH} levels deep (within bytes {offset}-{offset + len(block)})"
+                    "; a chat export nests about 8, so this file is damaged or not an export",
                 )
-            if len(levels):
-                depth, in_string = int(levels[-1]), bool(parity[-1] % 2)
+            depth = int(levels[-1]) if len(levels) else depth
+            in_string = int(quotes[-1] & 1) if len(quotes) else in_string
             offset += len(block)
+    return None
+
+
+def check_json_depth(path: str | Path) -> None:
+    """Raise `json_depth_error(path)` if there is one."""
+    deep = json_depth_error(path)
+    if deep is not None:
+        raise deep
 
 
 def open_json(path: str | Path) -> BinaryIO:

@@ -43,6 +43,7 @@ NUMBER_RE = re.compile(r"\s*[-+]?\d+(?:\.\d+)?\s*")
 NUMERIC_DATE = r"^\s*(\d{1,2})[./-](\d{1,2})[./-](\d{4}|\d{2})(?=$|[\sT,])(.*)$"
 DATE_SETTING = "set dataset.date_format to 'dayfirst' or 'monthfirst' (or pass --dayfirst / --monthfirst)"
 MAX_LOGGED_ROWS = 5
+KIND_SAMPLE = 1000
 
 Where = Callable[[int], dict[str, Any]]
 
@@ -192,6 +193,10 @@ def _is_numeric(series: pd.Series) -> bool:
     return bool(numbers.astype(bool).mean() > 0.5)
 
 
+def _all_numeric_dates(series: pd.Series) -> bool:
+    return bool(series.str.fullmatch(NUMERIC_DATE).fillna(False).astype(bool).all())
+
+
 def _reorder_numeric_dates(series: pd.Series, *, path: Path, where: Where, date_format: str) -> pd.Series:
     """`a/b/yy[yy] rest` rewritten as ISO `yyyy-mm-dd rest`, in the order the file decides (two-digit years: 20yy)."""
     import pandas as pd
@@ -226,7 +231,8 @@ def _reorder_numeric_dates(series: pd.Series, *, path: Path, where: Where, date_
 def _parse_strings(series: pd.Series, *, path: Path, where: Where) -> pd.Series:
     import pandas as pd
 
-    text = series.where(series.map(lambda v: isinstance(v, str)), None)
+    strings = pd.api.types.is_string_dtype(series.dtype)
+    text = series if strings else series.where(series.map(lambda v: isinstance(v, str)), None)
     for fmt in ("ISO8601", "mixed"):
         try:
             return pd.to_datetime(text, utc=True, format=fmt)
@@ -271,10 +277,13 @@ def parse_timestamps(
     if missing.any():
         bad = int(missing.argmax())
         raise DataFormatError(path, "timestamp is missing; every message needs one", **where(bad))
-    if epoch_unit is not None or _is_numeric(series):
+    # The kind of column is told from its first values (a Python-level test of every value costs seconds on a
+    # million rows); the parse of the whole column then names any value that does not fit.
+    head = series.iloc[:KIND_SAMPLE]
+    if epoch_unit is not None or _is_numeric(head):
         return _from_epoch(series, path=path, where=where, unit=epoch_unit)
     text = series
-    if set(map(type, series)) == {str} and series.str.fullmatch(NUMERIC_DATE).all():
+    if _all_numeric_dates(head) and _all_numeric_dates(series):
         text = _reorder_numeric_dates(series, path=path, where=where, date_format=date_format)
     parsed = _parse_strings(text, path=path, where=where)
     return bound_to_range(parsed, path=path, raw=series, where=where)
