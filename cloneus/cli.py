@@ -19,6 +19,7 @@ from cloneus.data import cli as data_cli
 from cloneus.errors import CloneusError
 from cloneus.inference import cli as inference_cli
 from cloneus.plugins import cli as plugins_cli
+from cloneus.serving import cli as serving_cli
 from cloneus.training import cli as training_cli
 
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     inference_cli.add_commands(sub)
     plugins_cli.add_commands(sub)
     config_cli.add_commands(sub)
+    serving_cli.add_commands(sub)
     return parser
 
 

@@ -256,10 +256,17 @@ class InferenceConfig(_Section):
     backend: Literal["local", "openai"] = "local"
     openai_base_url: str | None = Field(None, description="Or env CLONEUS_OPENAI_BASE_URL, e.g. http://host:8000/v1.")
     openai_model: str | None = Field(
-        None, description="The served model name (the LoRA name under vLLM); or env CLONEUS_OPENAI_MODEL."
+        None,
+        description="The served model name (the LoRA name under vLLM); or env CLONEUS_OPENAI_MODEL. Empty with "
+        "server_kind vllm: the LoRA module serving the checkpoint is looked up (or loaded at run time).",
     )
     server_kind: Literal["vllm", "llamacpp", "generic"] = Field(
         "vllm", description="Which samplers the openai backend's server implements; others are refused, not dropped."
+    )
+    vllm_sampler_plugin: bool = Field(
+        False,
+        description="The vLLM server runs cloneus.serving.vllm_plugin (cloneus serve starts it so), so samplers "
+        "vLLM lacks (DRY, XTC, Mirostat, webui truncation) are applied there by our own code.",
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Socket timeout of one openai-backend request.")
     prefix_cache_tokens: int = Field(

@@ -41,7 +41,7 @@ def _open_backend(config: CloneusConfig, tokenizer: PreTrainedTokenizerBase, ada
     if config.inference.backend == "openai":
         from cloneus.inference.backends.openai import OpenAIBackend
 
-        return OpenAIBackend.from_config(config.inference)
+        return OpenAIBackend.from_config(config.inference, tokenizer=tokenizer, checkpoint=adapter)
     from cloneus.inference.backends.local import LocalBackend
     from cloneus.models.loading import load_model
 
@@ -222,7 +222,8 @@ class Cloneus:
     def swap_checkpoint(self, checkpoint_path: str | Path) -> float:
         """Serve another checkpoint; returns the seconds it took.
 
-        A checkpoint of the same base model (same `model` config and vocabulary) only replaces the LoRA adapter;
+        A checkpoint of the same base model (same `model` config and vocabulary) only replaces the LoRA adapter
+        (on a vLLM server: switches the served LoRA name, loading the adapter there when it is new, with no reload);
         anything else unloads the current model first, then loads the new one. The `inference` settings of this
         process are kept. The prefix cache is emptied either way. Everything that can be checked without the
         model (config, user index, tokenizer, prompt format) is checked first, and an adapter that fails to load
@@ -237,12 +238,12 @@ class Cloneus:
         formatting = _formatting(config, info.users, tokenizer)
         defaults = read_sampling_defaults(info.path)
         same_base = (
-            self._backend is not None
-            and self._backend.name == "local"
-            and config.model == self.config.model
-            and len(tokenizer) == len(self.tokenizer)
+            self._backend is not None and config.model == self.config.model and len(tokenizer) == len(self.tokenizer)
         )
-        if same_base:
+        if same_base and self._backend.name == "openai":
+            # The server keeps its base model; only the served LoRA name changes (loaded there when it is new).
+            self._backend.use_checkpoint(info.path, tokenizer)
+        elif same_base and self._backend.name == "local":
             self._backend.load_adapter(info.path, tokenizer)
         else:
             self.unload()

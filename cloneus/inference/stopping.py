@@ -25,11 +25,13 @@ class TextStops:
     """Cuts generated text at the first stop string.
 
     Args:
-        stops (`list[str]`): strings that end a reply; empty strings are ignored.
+        stops (`list[str]`): strings that end a reply, most important first (a server that takes only a few is
+            sent the first ones); empty strings and repeats are ignored.
     """
 
     def __init__(self, stops: list[str]):
-        self.stops = sorted({s for s in stops if s}, key=len, reverse=True)
+        self.by_priority = list(dict.fromkeys(s for s in stops if s))
+        self.stops = sorted(self.by_priority, key=len, reverse=True)
 
     def cut(self, text: str) -> tuple[str, bool]:
         """Return `text` up to the earliest stop string, and whether one was found."""

@@ -57,9 +57,7 @@ class LocalBackend:
         self._lock = threading.RLock()
         self._adapter_serial = 0
         self.last_reused = 0  # prompt tokens the last call took from the prefix cache (for benches and tests)
-        config_eos = model.generation_config.eos_token_id
-        config_eos = config_eos if isinstance(config_eos, list) else [config_eos]
-        self.eos_token_ids = sorted({i for i in [tokenizer.eos_token_id, *config_eos] if i is not None})
+        self.eos_token_ids = eos_token_ids(tokenizer, model.generation_config.eos_token_id)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         self.newline_token_ids = tokenizer.encode("\n", add_special_tokens=False)
 
@@ -331,6 +329,12 @@ class LocalBackend:
             tokens = torch.tensor(tail, device=device)
             scores.append(logprobs[row, steps, tokens].sum().item())
         return scores
+
+
+def eos_token_ids(tokenizer: PreTrainedTokenizerBase, config_eos: int | list[int] | None) -> list[int]:
+    """The ids that end generation: the tokenizer's EOS and the generation config's (one id or a list)."""
+    config_eos = config_eos if isinstance(config_eos, list) else [config_eos]
+    return sorted({i for i in [tokenizer.eos_token_id, *config_eos] if i is not None})
 
 
 def _hot_swappable(current, new) -> bool:

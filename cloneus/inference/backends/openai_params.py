@@ -11,6 +11,11 @@ what to set them to.
   penalty ranges (`repeat_last_n`), and the sampler order (`samplers`). Its defaults are not neutral (top_k 40,
   top_p 0.95, min_p 0.05), so every mapped field is always sent.
 - `generic`: the OpenAI API itself: temperature, top_p, presence/frequency penalty, seed, max_tokens.
+
+A vLLM server started with our logits-processor plugin (`cloneus.serving.vllm_plugin`, set
+`inference.vllm_sampler_plugin: true`) runs every sampler of ours. A request that needs one vLLM lacks is then
+sent with vLLM's own samplers neutral and greedy, and the whole option set in `vllm_xargs`: the plugin applies
+our processor list, draw included, so the reply is what the local backend would generate.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ SUPPORTED: dict[str, frozenset[str]] = {
         | {"mirostat", "xtc", "dry", "dynamic_temperature", "temperature_last", "sampler_priority"}
     ),
 }
+# Every option our own processors implement: what a vLLM server with the plugin supports.
+PLUGIN_SUPPORTED = frozenset(SUPPORTED["vllm"] | SUPPORTED["llamacpp"]) | {
+    "smoothing_factor",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "top_a",
+    "no_repeat_ngram_size",
+}
+# The `vllm_xargs` key that carries the JSON options to the plugin.
+PLUGIN_XARG = "cloneus_sampling"
 # Our sampler names → llama.cpp's `samplers` entries (those it has).
 LLAMACPP_SAMPLERS = {
     "dry": "dry",
@@ -113,14 +128,28 @@ def active_samplers(opts: SamplingOptions) -> list[str]:
     return active
 
 
-def check_supported(opts: SamplingOptions, server_kind: str) -> None:
-    """Raise `ConfigError` naming every active sampler the server kind lacks and its off value."""
-    missing = [name for name in active_samplers(opts) if name not in SUPPORTED[server_kind]]
+def plugin_needed(opts: SamplingOptions, server_kind: str) -> bool:
+    """Whether `opts` has an active sampler that the server kind itself lacks."""
+    return any(name not in SUPPORTED[server_kind] for name in active_samplers(opts))
+
+
+def check_supported(opts: SamplingOptions, server_kind: str, *, plugin: bool = False) -> None:
+    """Raise `ConfigError` naming every active sampler the server kind lacks and its off value.
+
+    Args:
+        plugin (`bool`, *optional*): the vLLM server runs our sampler plugin (only meaningful for `vllm`).
+    """
+    supported = PLUGIN_SUPPORTED if plugin and server_kind == "vllm" else SUPPORTED[server_kind]
+    missing = [name for name in active_samplers(opts) if name not in supported]
     if missing:
         fixes = ", ".join(f"{name} (off: {OFF_VALUES[name]})" for name in missing)
+        kinds = ", ".join(k for k in SUPPORTED if set(missing) <= SUPPORTED[k]) or "none"
+        hint = ""
+        if server_kind == "vllm" and set(missing) <= PLUGIN_SUPPORTED:
+            hint = " or run vLLM with our sampler plugin (cloneus serve) and set inference.vllm_sampler_plugin"
         raise ConfigError(
-            f"inference.server_kind={server_kind!r} does not support {fixes}; turn them off or use a server kind "
-            f"that has them ({', '.join(k for k in SUPPORTED if set(missing) <= SUPPORTED[k]) or 'none'})"
+            f"inference.server_kind={server_kind!r} does not support {fixes}; turn them off, use a server kind "
+            f"that has them ({kinds}){hint}"
         )
 
 
@@ -157,13 +186,24 @@ def _llamacpp_fields(opts: SamplingOptions) -> dict[str, Any]:
     return fields
 
 
-def request_fields(opts: SamplingOptions, server_kind: str) -> dict[str, Any]:
+def _plugin_fields(opts: SamplingOptions) -> dict[str, Any]:
+    """vLLM's own samplers off and greedy: the plugin's processors leave one finite logit (the drawn token)."""
+    neutral = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+    return {"max_tokens": opts.max_new_tokens, "presence_penalty": 0.0, "frequency_penalty": 0.0, **neutral}
+
+
+def request_fields(opts: SamplingOptions, server_kind: str, *, plugin: bool = False) -> dict[str, Any]:
     """The sampling part of a `/v1/completions` request body for `server_kind`.
+
+    Args:
+        plugin (`bool`, *optional*): a vLLM server with our sampler plugin; options vLLM lacks then go to it.
 
     Raises:
         ConfigError: an active option the server does not implement.
     """
-    check_supported(opts, server_kind)
+    check_supported(opts, server_kind, plugin=plugin)
+    if plugin and server_kind == "vllm" and plugin_needed(opts, server_kind):
+        return _plugin_fields(opts)
     fields: dict[str, Any] = {
         "max_tokens": opts.max_new_tokens,
         "temperature": opts.temperature if opts.do_sample else 0.0,
