@@ -69,5 +69,6 @@ class TestGGUF:
     def test_other_architectures_are_refused_with_the_alternative(self):
         from transformers import LlamaConfig
 
-        with pytest.raises(CloneusError, match=r"supports LlamaForCausalLM with plain RoPE, not \['GPT2LMHeadModel'\].*--merged"):
+        expected = r"supports LlamaForCausalLM with plain RoPE, not \['GPT2LMHeadModel'\].*--merged"
+        with pytest.raises(CloneusError, match=expected):
             export.check_gguf_architecture(LlamaConfig(architectures=["GPT2LMHeadModel"]))
