@@ -213,6 +213,8 @@ class OpenAIBackend:
 
     def complete_batch(self, prompts: list[str], opts: SamplingOptions, stops: TextStops) -> list[str]:
         """One reply per prompt, requested concurrently (the server batches them)."""
+        if not prompts:
+            return []
         with ThreadPoolExecutor(max_workers=len(prompts), thread_name_prefix="cloneus-openai") as pool:
             return list(pool.map(lambda p: self.complete(p, opts, stops), prompts))
 
