@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from cloneus.errors import ConfigError, ModelNotFoundError
 from cloneus.io import TMP_PREFIX, remove_orphaned_temp_dirs
+from cloneus.library_bars import library_bars_off
 
 if TYPE_CHECKING:
     import torch
@@ -87,13 +88,21 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     The work happens in a sibling temporary directory that is renamed to `out_dir` at the end; if another process
     finished first, its copy is kept and ours is discarded. Temporary directories of killed conversions go first.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     logger.info("converting %s to safetensors in %s (once; later loads take seconds)", gguf_path.name, out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temp_dirs(out_dir.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out_dir.name}-", suffix=f"-{os.getpid()}", dir=out_dir.parent))
+    # One bar for the conversion (transformers' GGUF tensor loop); loading and writing the copy add none.
+    with library_bars_off():
+        _convert_into(gguf_path, out_dir, tmp)
+    return out_dir
+
+
+def _convert_into(gguf_path: Path, out_dir: Path, tmp: Path) -> None:
+    """Copy the GGUF's dequantized weights into a plain model saved in `tmp`, then rename `tmp` to `out_dir`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -116,7 +125,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
             logger.info("%s was converted by another process meanwhile; using that copy", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def _gguf_cache_dir(gguf_path: Path) -> Path:

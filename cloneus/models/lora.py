@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from cloneus.errors import ConfigError
@@ -42,6 +45,19 @@ def check_target_modules(model: PreTrainedModel, target_modules: list[str] | str
             f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__}; its linear modules are "
             f"{', '.join(linear)} (or use 'all-linear')"
         )
+
+
+@contextlib.contextmanager
+def peft_model_init() -> Iterator[None]:
+    """Wrap every `PeftModel` construction (`get_peft_model`, `PeftModel.from_pretrained`) in this.
+
+    peft 0.21's `PeftModel.__init__` reads the base model's `is_gradient_checkpointing`, which transformers 5
+    deprecates with a FutureWarning on every read. The value is the same under its new name, so that one warning
+    is ignored here, for this call only; every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def peft_lora_config(lora_cfg: LoraConfig, trainable_token_ids: list[int] | None = None):
@@ -102,14 +118,9 @@ def attach_lora(
             use_rslora=lora_cfg.use_rslora,
             use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
         )
-    import warnings
-
     from peft import get_peft_model
 
-    with warnings.catch_warnings():
-        # peft 0.21's PeftModel.__init__ reads the base model's `is_gradient_checkpointing`, which transformers 5
-        # deprecates; the value is the same under its new name, and we set up checkpointing ourselves.
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with peft_model_init():
         peft_model = get_peft_model(model, peft_lora_config(lora_cfg, trainable_token_ids))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA r=%d on %s: %d of %d params trainable", lora_cfg.r, lora_cfg.target_modules, trainable, total)

@@ -2,54 +2,26 @@
 
 The Trainer's own console output (a `str(dict)` per log, its tqdm bars) is replaced by `ConsoleCallback`: a tqdm
 bar with step/total, loss, learning rate, tokens/s and the ETA when stderr is a terminal, else one log line per
-`logging_steps` (logs and CI have no use for carriage returns). The libraries' progress bars for our own steps
-(loading weights, writing shards, saving the dataset cache) are switched off around those steps only by
-`library_bars_off`, and put back as they were. With `-v` (DEBUG logging) nothing is replaced or switched off.
+`logging_steps` (logs and CI have no use for carriage returns). With `-v` (DEBUG logging) the Trainer's own
+output stays as it is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
+
+from cloneus.library_bars import verbose
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 logger = logging.getLogger(__name__)
-
-
-def verbose() -> bool:
-    """True under `-v`: the user asked to see every library message as it is."""
-    return logging.getLogger("cloneus").isEnabledFor(logging.DEBUG)
-
-
-@contextlib.contextmanager
-def library_bars_off() -> Iterator[None]:
-    """Switch transformers' and datasets' progress bars off for the steps inside, then restore them."""
-    if verbose():
-        yield
-        return
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_was_on = hf_logging.is_progress_bar_enabled()
-    ds_was_on = not datasets.are_progress_bars_disabled()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if hf_was_on:
-            hf_logging.enable_progress_bar()
-        if ds_was_on:
-            datasets.enable_progress_bars()
 
 
 def use_console(trainer: Trainer) -> None:

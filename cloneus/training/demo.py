@@ -69,6 +69,7 @@ def run_demo(
     from cloneus.data.readers import read_chat
     from cloneus.data.users import UserIndex
     from cloneus.inference.cloneus import Cloneus
+    from cloneus.library_bars import library_bars_off
     from cloneus.training.rundir import default_run_name
     from cloneus.training.trainer import train
 
@@ -94,7 +95,8 @@ def run_demo(
     if result.metrics.get("eval_loss") is not None:
         write(f"held-out loss {result.metrics['eval_loss']:.3f} (perplexity {result.metrics['eval_perplexity']:.1f})")
 
-    clone = Cloneus.from_pretrained(result.checkpoint)
+    with library_bars_off():
+        clone = Cloneus.from_pretrained(result.checkpoint)
     opener = cleaned.frame.iloc[-1]
     history = [(str(opener["author"]), str(opener["text"]))]
     write("")
@@ -107,5 +109,18 @@ def run_demo(
         write(f"  {author}: " + text.replace("\n", "\n    "))
     clone.unload()
     write("")
-    write(f"talk to them yourself: python -m cloneus chat {result.checkpoint}")
+    for line in next_steps(result.checkpoint):
+        write(line)
     return 0
+
+
+def next_steps(checkpoint: Path) -> list[str]:
+    """What to try after the demo: chat, eval, the bot, and training on one's own chat."""
+    return [
+        "What to try next:",
+        f"  python -m cloneus chat {checkpoint}          talk with the clones yourself",
+        f"  python -m cloneus eval {checkpoint} --base   held-out perplexity and next-speaker accuracy vs the base",
+        "  the Discord bot: register the checkpoint in config/models.json and run `python run.py` (docs/bot.md)",
+        "  your own chat: python -m cloneus train -d data/chat/YOUR_EXPORT.json (docs/training.md); coming from "
+        "the old CloneUs, convert its config with `python -m cloneus config migrate OLD.yaml -o my.yaml`",
+    ]

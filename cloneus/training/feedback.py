@@ -257,12 +257,14 @@ def _load_policy(cfg: CloneusConfig, checkpoint: Path):
     from transformers import AutoTokenizer
 
     from cloneus.models.loading import load_model, pick_device
+    from cloneus.models.lora import peft_model_init
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model, _ = load_model(cfg.model, device=pick_device(), for_training=True, max_seq_length=cfg.training.chunk_size)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
-    return PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True), tokenizer
+    with peft_model_init():
+        return PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True), tokenizer
 
 
 def _split(cfg: CloneusConfig, feedback: FeedbackSet, saved: dict[str, Any] | None) -> tuple[FeedbackSet, FeedbackSet]:

@@ -258,7 +258,7 @@ def train(
     Raises:
         CloneusError: bad config, data or checkpoint; the message says which.
     """
-    from cloneus.training.console import library_bars_off
+    from cloneus.library_bars import library_bars_off
 
     state = distributed_state()
     # Errors go to the bot's --progress-file even before the run directory is known.

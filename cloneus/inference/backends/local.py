@@ -83,11 +83,14 @@ class LocalBackend:
         from peft import PeftConfig, PeftModel
         from peft.utils.hotswap import hotswap_adapter
 
+        from cloneus.models.lora import peft_model_init
+
         with self._lock:
             try:
                 if not isinstance(self.model, PeftModel):
                     base = self.model
-                    self.model = PeftModel.from_pretrained(base, str(path), adapter_name=self._next_adapter_name())
+                    with peft_model_init():
+                        self.model = PeftModel.from_pretrained(base, str(path), adapter_name=self._next_adapter_name())
                 elif _hot_swappable(self.model.active_peft_config, PeftConfig.from_pretrained(str(path))):
                     hotswap_adapter(
                         self.model, str(path), self.model.active_adapter, torch_device=str(self.model.device)
