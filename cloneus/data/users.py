@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from cloneus.data.readers.frames import strip_invisible
 from cloneus.errors import CloneusError, ConfigError, UnknownAuthorError
 from cloneus.io import atomic_write_text
 
@@ -48,6 +49,13 @@ class User(BaseModel):
     message_count: int = Field(0, ge=0, description="Messages in the data the index was built from.")
     share: float = Field(0.0, ge=0, le=1, description="message_count / all messages.")
     included: bool = Field(False, description="Derived: trained as a speaker. Recomputed, not an input.")
+
+    @field_validator("id", "username", "display_name")
+    @classmethod
+    def _visible(cls, name: str) -> str:
+        """Readers drop invisible characters from names (`canonical_name`); an index written before they did must
+        still match them, or an opt-out stored under "\ufeffalice" would miss the "alice" of a new read."""
+        return strip_invisible(name)
 
     def eligible(self, min_share: float) -> bool:
         """Whether this user is trained: enough messages, and not a bot, excluded or opted out."""
@@ -112,8 +120,20 @@ class UserIndex(BaseModel):
             index = cls.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(_describe_errors(path, raw, e)) from None
-        pairs = zip(index.users, raw.get("users", []), strict=True)
+        pairs = list(zip(index.users, raw.get("users", []), strict=True))
         stale = [u.display_name for u, entry in pairs if entry.get("included", u.included) != u.included]
+        renamed = [
+            repr(e.get("display_name"))
+            for u, e in pairs
+            if (e.get("id"), e.get("display_name")) != (u.id, u.display_name)
+        ]
+        if renamed:
+            logger.warning(
+                "%s: %d user(s) had invisible characters in their id or name, now read without them: %s",
+                path,
+                len(renamed),
+                ", ".join(renamed[:5]),
+            )
         if stale:
             logger.warning(
                 "%s: 'included' is derived and was recomputed for %s; edit excluded/opted_out/min_share instead",
@@ -237,7 +257,9 @@ class UserIndex(BaseModel):
         return index
 
     def get(self, name: str) -> User | None:
-        """The user whose id, username or display name is `name` (names case-insensitively), else None."""
+        """The user whose id, username or display name is `name` (names case-insensitively, and without invisible
+        characters: `strip_invisible`), else None."""
+        name = strip_invisible(name)
         for user in self.users:
             if user.id == name:
                 return user

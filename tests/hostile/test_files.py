@@ -305,3 +305,24 @@ class TestDepthScan:
         path = tmp_path / "nested.json"
         path.write_text(json.dumps(value), encoding="utf-8")
         assert (json_depth_error(path) is not None) == (depth > MAX_JSON_DEPTH)
+
+
+class TestIndexWrittenBeforeCanonicalNames:
+    def test_an_opt_out_stored_under_a_look_alike_name_still_applies(self, tmp_path, tiny_model_dir, tiny_tokenizer):
+        from cloneus.data.dataset import prepare_dataset
+        from cloneus.data.users import UserIndex
+        from tests.hostile.conftest import hostile_config
+
+        rows = [(AUTHORS[i % 3], f"message {i}", s) for i, s in enumerate(minutes_apart(9))]
+        chat = write_csv(tmp_path / "chat.csv", rows)
+        users = [
+            {"id": "\ufeffann", "username": "ann\u200b", "display_name": "\ufeffann", "opted_out": True},
+            {"id": "bob", "username": "bob", "display_name": "bob", "message_count": 3},
+            {"id": "cat", "username": "cat", "display_name": "cat", "message_count": 3},
+        ]
+        (tmp_path / "users.json").write_text(json.dumps({"min_share": 0.0, "users": users}), encoding="utf-8")
+        index = UserIndex.load(tmp_path / "users.json")
+        assert index.get("ann").opted_out and index.get("a\u200dnn") is index.get("ann")
+        data = prepare_dataset(hostile_config(tmp_path, tiny_model_dir), tiny_tokenizer, chat)
+        assert data.stats["dropped"].get("opted_out") == 3
+        assert "ann" not in tiny_tokenizer.decode(data.train[0]["input_ids"])

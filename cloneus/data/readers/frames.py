@@ -52,15 +52,20 @@ NAME_COLUMNS = ("author_id", "author", "username")
 MAX_LOGGED_NAMES = 5
 
 
+def strip_invisible(name: str) -> str:
+    """`name` in NFC, without the characters that show as nothing (`INVISIBLE`)."""
+    return INVISIBLE.sub("", unicodedata.normalize("NFC", name))
+
+
 def canonical_name(name: str) -> str:
-    """A name as it looks: NFC, without invisible characters, whitespace runs as one space, trimmed.
+    """A name as it looks: `strip_invisible`, whitespace runs as one space, trimmed.
 
     "alice", "\ufeffalice", "a\u200dlice" and " alice " all look like alice, so they must be one user, not
     several that nobody can tell apart in the prompt.
     """
     if name.isascii() and name.isprintable() and name.strip() == name and "  " not in name:
         return name  # the common case, already canonical
-    return " ".join(INVISIBLE.sub("", unicodedata.normalize("NFC", name)).split())
+    return " ".join(strip_invisible(name).split())
 
 
 def _canonical_authors(frame: pd.DataFrame, path: str | Path) -> tuple[pd.DataFrame, int]:
