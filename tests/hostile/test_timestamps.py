@@ -141,6 +141,15 @@ class TestOutOfRangeYears:
         assert place in caplog.text and "1677-2262" in caplog.text
         assert outcome.frame["timestamp"].dt.year.eq(2023).all()
 
+    def test_telegram_unixtime_out_of_range_is_a_counted_drop(self, tmp_path, prepare, caplog):
+        stamps = minutes_apart(4)
+        messages = [telegram_message(i, AUTHORS[i % 3], f"hi {i}", s[:19]) for i, s in enumerate(stamps)]
+        for m, stamp in zip(messages, stamps, strict=True):
+            m["date_unixtime"] = str(int(pd.Timestamp(stamp).timestamp()))
+        messages[2]["date_unixtime"] = "99999999999"
+        outcome = prepare(write_telegram(tmp_path / "result.json", messages))
+        assert outcome.dropped.get("date_out_of_range") == 1 and "messages[2].date_unixtime" in caplog.text
+
     def test_epoch_out_of_range_is_a_counted_drop(self, tmp_path, prepare):
         outcome = prepare(write_csv(tmp_path / "chat.csv", rows_with(["1700000000", "99999999999", "1700000100"])))
         assert outcome.dropped.get("date_out_of_range") == 1 and len(outcome.frame) == 2
