@@ -256,21 +256,43 @@ class Engine:
         return await self._submit(lambda: model.generate(history, author, seed_text=seed_text, **(sampling or {})))
 
     async def stream(
-        self, history: list[tuple[str, str]], author: str, seed_text: str | None = None, sampling: dict | None = None
+        self,
+        history: list[tuple[str, str]],
+        author: str,
+        seed_text: str | None = None,
+        sampling: dict | None = None,
+        *,
+        new_author: bool = False,
     ) -> AsyncIterator[str]:
         """Yield text deltas of the reply as the worker produces them. Leaving the loop early stops generation
-        at the next token.
+        at the next token. `new_author` allows a name the model's index does not know (zero-shot).
 
         Raises (at the first iteration): `EngineBusy`, `EngineLoading`, `EngineNotLoaded`, and anything the model
         raises (e.g. `UnknownAuthorError`).
         """
         model = self._ready_model()
+        options = sampling or {}
+        async for chunk in self._stream_from(
+            lambda: model.stream_generate(history, author, seed_text=seed_text, new_author=new_author, **options)
+        ):
+            yield chunk
+
+    async def base_stream(
+        self, messages: list[tuple[str, str]], system: str | None = None, sampling: dict | None = None
+    ) -> AsyncIterator[str]:
+        """The untuned base model's reply to a short user/assistant chat (`Cloneus.base_stream`), in deltas."""
+        model = self._ready_model()
+        async for chunk in self._stream_from(lambda: model.base_stream(messages, system, **(sampling or {}))):
+            yield chunk
+
+    async def _stream_from(self, pieces: Callable[[], Any]) -> AsyncIterator[str]:
+        """Run the iterator `pieces()` returns on the worker and yield its items here as they come."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
 
         def run() -> None:
-            for chunk in model.stream_generate(history, author, seed_text=seed_text, **(sampling or {})):
+            for chunk in pieces():
                 if stop.is_set():
                     return
                 _call_soon(loop, chunks.put_nowait, chunk)
@@ -293,10 +315,30 @@ class Engine:
             # Nobody reads the worker's outcome after an early exit; retrieve it so asyncio does not warn.
             done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    async def predict_author(self, history: list[tuple[str, str]], mode: Any = "weighted") -> str | None:
-        """Who speaks next (`mode` as in `Cloneus.predict_author`); None when the model would stay silent."""
+    async def batch_generate(
+        self,
+        history: list[tuple[str, str]],
+        authors: list[str],
+        seed_text: str | None = None,
+        sampling: dict | None = None,
+    ) -> list[str]:
+        """One reply per author to the same history, generated as one batch (one queue slot)."""
         model = self._ready_model()
-        return await self._submit(lambda: model.predict_author(history, mode=mode))
+        seeds = [seed_text] * len(authors)
+        return await self._submit(lambda: model.batch_generate(history, authors, seeds, **(sampling or {})))
+
+    async def predict_author(
+        self,
+        history: list[tuple[str, str]],
+        mode: Any = "weighted",
+        *,
+        exclude: list[str] | None = None,
+        seed: int | None = None,
+    ) -> str | None:
+        """Who speaks next (`mode`, `exclude`, `seed` as in `Cloneus.predict_author`); None when the model would
+        stay silent."""
+        model = self._ready_model()
+        return await self._submit(lambda: model.predict_author(history, mode=mode, exclude=exclude or (), seed=seed))
 
     async def author_probabilities(self, history: list[tuple[str, str]]) -> dict[str, float]:
         model = self._ready_model()

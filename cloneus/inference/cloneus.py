@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+NEW_AUTHOR_MAX_CHARS = 32  # a zero-shot name goes into the author tag as typed; Discord names are at most 32
+
 
 def _open_backend(config: CloneusConfig, tokenizer: PreTrainedTokenizerBase, adapter: Path | None, device: str | None):
     """Build the configured backend; for `local` this loads the base weights and the adapter."""
@@ -259,8 +261,19 @@ class Cloneus:
 
     # ---- generation -----------------------------------------------------------------------------------------
 
-    def _speaker(self, author: str) -> str:
-        """The name to write in `author`'s tag, or `UnknownAuthorError` when they cannot be cloned."""
+    def _speaker(self, author: str, new_author: bool = False) -> str:
+        """The name to write in `author`'s tag, or `UnknownAuthorError` when they cannot be cloned.
+
+        With `new_author`, a name the index does not know is written as given (zero-shot: the model never saw
+        them speak); a name it knows still goes through the index, so an opted-out member stays refused.
+        """
+        if new_author and self.users.get(author) is None:
+            name = author.strip()
+            if not 1 <= len(name) <= NEW_AUTHOR_MAX_CHARS or any(c in name for c in "\n[]"):
+                raise UnknownAuthorError(
+                    f"new author {author!r}: expected 1-{NEW_AUTHOR_MAX_CHARS} characters without line breaks or []"
+                )
+            return name
         return self.users.resolve(author).display_name
 
     def _options(self, sampling: dict[str, Any]) -> SamplingOptions:
@@ -287,9 +300,11 @@ class Cloneus:
         """The newest turns whose prompt leaves `reserve` tokens of the model's context free."""
         return fit_history(turns, render, self._count_tokens, self.context_tokens - reserve)
 
-    def _prompt(self, chat_history: History, author: str, seed_text: str | None, opts: SamplingOptions) -> str:
+    def _prompt(
+        self, chat_history: History, author: str, seed_text: str | None, opts: SamplingOptions, new_author=False
+    ) -> str:
         self._require_loaded()
-        speaker = self._speaker(author)
+        speaker = self._speaker(author, new_author)
         turns = self.normalizer.pairs(chat_history)
         turns = self._fit(
             turns, lambda h: self.formatter.generation_prompt(h, speaker, seed_text), opts.max_new_tokens
@@ -300,7 +315,15 @@ class Cloneus:
         """The seed as the prompt carries it (special-token strings removed)."""
         return self.formatter.control.remove(seed_text) if seed_text else seed_text
 
-    def generate(self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any) -> str:
+    def generate(
+        self,
+        chat_history: History,
+        author: str,
+        seed_text: str | None = None,
+        *,
+        new_author: bool = False,
+        **sampling: Any,
+    ) -> str:
         """`author`'s next message after `chat_history`.
 
         Args:
@@ -308,30 +331,73 @@ class Cloneus:
                 oldest first; normalised as training data was (see `normalize_history`).
             author (`str`): who speaks; must be a trainable user of the index.
             seed_text (`str`, *optional*): words the reply starts with; the returned text includes them.
+            new_author (`bool`, *optional*, defaults to `False`): allow a name the index does not know (zero-shot).
             **sampling: `SamplingOptions` fields, overriding `sampling_defaults` for this call.
 
         Raises:
-            UnknownAuthorError: `author` is unknown, excluded or opted out.
+            UnknownAuthorError: `author` is unknown (without `new_author`), excluded or opted out.
         """
         opts, seed_text = self._options(sampling), self._seed(seed_text)
-        prompt = self._prompt(chat_history, author, seed_text, opts)
+        prompt = self._prompt(chat_history, author, seed_text, opts, new_author)
         return _with_seed(seed_text, self._backend.complete(prompt, opts, self._stops))
 
     def stream_generate(
-        self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any
+        self,
+        chat_history: History,
+        author: str,
+        seed_text: str | None = None,
+        *,
+        new_author: bool = False,
+        **sampling: Any,
     ) -> Iterator[str]:
         """Like `generate`, but yields the reply in pieces as it is produced (the seed text comes first).
 
         Arguments are checked before the first piece, so a bad author raises here, not on iteration.
         """
         opts, seed_text = self._options(sampling), self._seed(seed_text)
-        return self._stream(self._prompt(chat_history, author, seed_text, opts), seed_text, opts)
+        return self._stream(self._prompt(chat_history, author, seed_text, opts, new_author), seed_text, opts)
 
     def _stream(self, prompt: str, seed_text: str | None, opts: SamplingOptions) -> Iterator[str]:
         started = bool(seed_text)
         if seed_text:
             yield seed_text
         for piece in self._backend.stream(prompt, opts, self._stops):
+            if not started:
+                piece = piece.lstrip()
+                started = bool(piece)
+            if piece:
+                yield piece
+
+    def base_stream(
+        self, messages: Sequence[tuple[str, str]], system: str | None = None, **sampling: Any
+    ) -> Iterator[str]:
+        """The untuned base model's reply to a short chat, in pieces: the same weights with the adapter off, in
+        the tokenizer's chat template (see `cloneus.inference.base_chat`). Arguments are checked before the
+        first piece.
+
+        Args:
+            messages (`Sequence[tuple[str, str]]`): `(role, text)` with role `user` or `assistant`, oldest first,
+                the user's message last.
+            system (`str`, *optional*): a system message.
+            **sampling: `SamplingOptions` fields, overriding `sampling_defaults` for this call.
+
+        Raises:
+            `CloneusError`: not the local backend (an OpenAI-compatible server serves the adapter only), no chat
+                template, or malformed messages.
+        """
+        from cloneus.inference.base_chat import base_prompt, base_stops
+
+        self._require_loaded()
+        if self._backend.name != "local":
+            raise CloneusError(
+                f"base-model chat needs the local backend; the {self._backend.name} backend serves the adapter only"
+            )
+        prompt = base_prompt(self.tokenizer, messages, system)
+        return self._base_pieces(prompt, self._options(sampling), base_stops(self.tokenizer))
+
+    def _base_pieces(self, prompt: str, opts: SamplingOptions, stops) -> Iterator[str]:
+        started = False
+        for piece in self._backend.stream(prompt, opts, stops, adapter=False):
             if not started:
                 piece = piece.lstrip()
                 started = bool(piece)

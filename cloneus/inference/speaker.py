@@ -5,6 +5,7 @@ Modes, as the bot and the chat CLI name them:
 - `weighted`: draw an author with their probability (the group's natural rhythm).
 - `top`: the most likely author.
 - `uniform`: any author with equal chance; needs no model call.
+- `inverse`: draw an author with weight 1 - probability, favouring the quiet members (the old server's `irbest`).
 - `lurk` with a threshold: the most likely author only when their probability reaches the threshold, else
   nobody (None): the clones stay quiet unless someone is clearly due to talk.
 """
@@ -16,7 +17,7 @@ import random
 import re
 
 LURK_PATTERN = re.compile(r"^lurk\s*\(\s*([0-9]*\.?[0-9]+)\s*\)$")
-MODES = ("weighted", "top", "uniform", "lurk")
+MODES = ("weighted", "top", "uniform", "inverse", "lurk")
 
 Mode = str | tuple[str, float]
 
@@ -52,6 +53,10 @@ def choose_author(probs: dict[str, float], mode: str, threshold: float | None, r
         return rng.choice(names)
     if mode == "weighted":
         return rng.choices(names, weights=[probs[n] for n in names])[0]
+    if mode == "inverse":
+        weights = [1 - probs[n] for n in names]
+        # A lone candidate has weight 0; it is still the only one who can speak.
+        return rng.choices(names, weights=weights)[0] if sum(weights) > 0 else rng.choice(names)
     best = max(names, key=probs.__getitem__)
     if mode == "lurk" and probs[best] < threshold:
         return None

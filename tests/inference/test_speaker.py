@@ -19,6 +19,7 @@ class TestParseMode:
             ("weighted", None, ("weighted", None)),
             ("TOP", None, ("top", None)),
             ("uniform", None, ("uniform", None)),
+            ("inverse", None, ("inverse", None)),
             ("lurk", 0.4, ("lurk", 0.4)),
             (("lurk", 0.5), None, ("lurk", 0.5)),
             ("lurk(0.25)", None, ("lurk", 0.25)),
@@ -47,6 +48,13 @@ class TestChooseAuthor:
         draws = [choose_author(self.PROBS, "weighted", None, rng) for _ in range(3000)]
         assert abs(draws.count("a") / 3000 - 0.6) < 0.05
         assert abs(draws.count("c") / 3000 - 0.1) < 0.03
+
+    def test_inverse_favours_the_quiet_members(self):
+        rng = random.Random(0)
+        draws = [choose_author(self.PROBS, "inverse", None, rng) for _ in range(3000)]
+        # weights 0.4, 0.7, 0.9 out of 2.0
+        assert abs(draws.count("a") / 3000 - 0.2) < 0.04 and abs(draws.count("c") / 3000 - 0.45) < 0.05
+        assert choose_author({"solo": 1.0}, "inverse", None, rng) == "solo"
 
     def test_normalise_is_a_softmax(self):
         probs = normalise({"a": math.log(2), "b": math.log(6)})

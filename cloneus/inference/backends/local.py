@@ -222,10 +222,19 @@ class LocalBackend:
         ids = self.encode(prompt)
         return self._decode_reply(self._generate_one(ids, opts, stops), stops)
 
-    def _generate_one(self, ids: list[int], opts, stops, streamer=None, cancel=None) -> list[int]:
-        """Generate after `ids` through the prefix cache, then keep the extended cache; returns the new ids."""
+    def _generate_one(self, ids: list[int], opts, stops, streamer=None, cancel=None, adapter=True) -> list[int]:
+        """Generate after `ids` through the prefix cache, then keep the extended cache; returns the new ids.
+
+        With `adapter=False` the LoRA adapter is switched off for this call (the base model answers), and the
+        prefix cache is neither read nor written: its KV was computed with the adapter on.
+        """
         import torch
 
+        if not adapter:
+            with self._lock, self._adapter_disabled():
+                rows = torch.tensor([ids], device=self.model.device)  # (1, T)
+                out = self._generate(rows, torch.ones_like(rows), None, opts, stops, streamer=streamer, cancel=cancel)
+            return out[0, len(ids) :].tolist()
         with self._lock:
             cache = self._reusable(ids)
             rows = torch.tensor([ids], device=self.model.device)  # (1, T)
@@ -235,18 +244,27 @@ class LocalBackend:
                 self.prefix.store(out[0, : cache.get_seq_length()].tolist(), cache)
         return out[0, len(ids) :].tolist()
 
-    def stream(self, prompt: str, opts: SamplingOptions, stops: TextStops) -> Iterator[str]:
+    def _adapter_disabled(self):
+        """A context in which the base weights answer alone (peft's `disable_adapter`; a no-op without one)."""
+        from contextlib import nullcontext
+
+        from peft import PeftModel
+
+        return self.model.disable_adapter() if isinstance(self.model, PeftModel) else nullcontext()
+
+    def stream(self, prompt: str, opts: SamplingOptions, stops: TextStops, *, adapter: bool = True) -> Iterator[str]:
         """Yield the reply as text deltas while it is generated; closing the iterator stops generation.
 
         Generate runs in a worker thread and hands token ids over a queue; this side decodes and holds back any
         tail that may still become a stop string, so the deltas always join into exactly `complete()`'s text.
+        `adapter=False` asks the base model (see `_generate_one`).
         """
         ids = self.encode(prompt)
         streamer, cancel = TokenQueue(), threading.Event()
 
         def work() -> None:
             try:
-                self._generate_one(ids, opts, stops, streamer, cancel)
+                self._generate_one(ids, opts, stops, streamer, cancel, adapter)
             except BaseException as e:  # a thread boundary: hand the error to the consumer, which re-raises it
                 streamer.fail(e)
 
