@@ -163,7 +163,8 @@ class Engine:
         self._queue.put((fn, future, loop, counted))
         return future
 
-    def _ready_model(self) -> Cloneus:
+    def ready_model(self) -> Cloneus:
+        """The loaded model; `EngineLoading` (with the ETA) while one loads, `EngineNotLoaded` when none is."""
         if self._loading is not None:
             raise EngineLoading(self.loading_eta() or 1.0, self._loading)
         if self._model is None or not self._model.loaded:
@@ -252,7 +253,7 @@ class Engine:
         self, history: list[tuple[str, str]], author: str, seed_text: str | None = None, sampling: dict | None = None
     ) -> str:
         """The whole reply as `author` to `history`."""
-        model = self._ready_model()
+        model = self.ready_model()
         return await self._submit(lambda: model.generate(history, author, seed_text=seed_text, **(sampling or {})))
 
     async def stream(
@@ -270,7 +271,7 @@ class Engine:
         Raises (at the first iteration): `EngineBusy`, `EngineLoading`, `EngineNotLoaded`, and anything the model
         raises (e.g. `UnknownAuthorError`).
         """
-        model = self._ready_model()
+        model = self.ready_model()
         options = sampling or {}
         async for chunk in self._stream_from(
             lambda: model.stream_generate(history, author, seed_text=seed_text, new_author=new_author, **options)
@@ -281,7 +282,7 @@ class Engine:
         self, messages: list[tuple[str, str]], system: str | None = None, sampling: dict | None = None
     ) -> AsyncIterator[str]:
         """The untuned base model's reply to a short user/assistant chat (`Cloneus.base_stream`), in deltas."""
-        model = self._ready_model()
+        model = self.ready_model()
         async for chunk in self._stream_from(lambda: model.base_stream(messages, system, **(sampling or {}))):
             yield chunk
 
@@ -323,7 +324,7 @@ class Engine:
         sampling: dict | None = None,
     ) -> list[str]:
         """One reply per author to the same history, generated as one batch (one queue slot)."""
-        model = self._ready_model()
+        model = self.ready_model()
         seeds = [seed_text] * len(authors)
         return await self._submit(lambda: model.batch_generate(history, authors, seeds, **(sampling or {})))
 
@@ -337,11 +338,16 @@ class Engine:
     ) -> str | None:
         """Who speaks next (`mode`, `exclude`, `seed` as in `Cloneus.predict_author`); None when the model would
         stay silent."""
-        model = self._ready_model()
+        model = self.ready_model()
         return await self._submit(lambda: model.predict_author(history, mode=mode, exclude=exclude or (), seed=seed))
 
+    async def prompt_text(self, history: list[tuple[str, str]], author: str, sampling: dict | None = None) -> str:
+        """The exact prompt a reply as `author` would be generated from (`Cloneus.prompt_text`)."""
+        model = self.ready_model()
+        return await self._submit(lambda: model.prompt_text(history, author, **(sampling or {})))
+
     async def author_probabilities(self, history: list[tuple[str, str]]) -> dict[str, float]:
-        model = self._ready_model()
+        model = self.ready_model()
         return await self._submit(lambda: model.author_probabilities(history))
 
     # -- introspection -------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ EMPTY_REPLY = "*(no reply)*"
 SAFE_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
 _EMOJI_OR_RENDERED = re.compile(r"<a?:\w+:\d+>|:(\w+):")
-_CLONE_REPLY = re.compile(r"\*\*\[([^\]\n]+)\]\*\* (.*)", re.DOTALL)
+ZERO_SHOT_MARK = "*(zero-shot)* "
+_CLONE_REPLY = re.compile(r"\*\*\[([^\]\n]+)\]\*\* (?:\*\(zero-shot\)\* )?(.*)", re.DOTALL)
 
 T = TypeVar("T")
 
@@ -91,9 +92,10 @@ def render_emoji(text: str, emojis: Mapping[str, str]) -> str:
     return _EMOJI_OR_RENDERED.sub(replace, text)
 
 
-def format_clone_reply(author: str, text: str) -> str:
-    """The channel form of a clone reply: `**[Name]** text`."""
-    return f"**[{author}]** {text}"
+def format_clone_reply(author: str, text: str, zero_shot: bool = False) -> str:
+    """The channel form of a clone reply: `**[Name]** text`, or `**[Name]** *(zero-shot)* text` for a name the
+    model never saw speak."""
+    return f"**[{author}]** {ZERO_SHOT_MARK if zero_shot else ''}{text}"
 
 
 def parse_clone_reply(content: str) -> tuple[str, str] | None:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.engine import EngineLoading, EngineNotLoaded
-from bot.render import SAFE_MENTIONS, StreamEditor, format_clone_reply, render_emoji, render_mentions
+from bot.render import (
+    SAFE_MENTIONS,
+    ZERO_SHOT_MARK,
+    StreamEditor,
+    format_clone_reply,
+    render_emoji,
+    render_mentions,
+)
 from cloneus.data.normalize import Turn
 from cloneus.errors import CloneusError
 
@@ -146,8 +153,11 @@ class ReplyService:
         texts = await asyncio.to_thread(self.bot.youtube.encode_texts, [text for _, text in history])
         return [(author, text) for (author, _), text in zip(history, texts, strict=True)]
 
-    def renderer(self, guild: discord.Guild | None, author: str, prefix: bool) -> Callable[[str], str]:
-        """Model text → Discord text: `@Name` of present members → mentions, `:emoji:` → guild emoji, prefix."""
+    def renderer(
+        self, guild: discord.Guild | None, author: str, prefix: bool, zero_shot: bool = False
+    ) -> Callable[[str], str]:
+        """Model text → Discord text: `@Name` of present members → mentions, `:emoji:` → guild emoji, prefix
+        (and the zero-shot mark, shown even without the prefix)."""
         members: dict[str, int] = {}
         emojis: dict[str, str] = {}
         if guild is not None:
@@ -157,7 +167,9 @@ class ReplyService:
 
         def render(text: str) -> str:
             text = render_emoji(render_mentions(text, members), emojis)
-            return format_clone_reply(author, text) if prefix else text
+            if prefix:
+                return format_clone_reply(author, text, zero_shot)
+            return ZERO_SHOT_MARK + text if zero_shot else text
 
         return render
 
@@ -219,19 +231,28 @@ class ReplyService:
         author: str,
         seed_text: str | None,
         sampling: dict[str, Any],
+        *,
+        zero_shot: bool = False,
     ) -> tuple[str, list[Any]]:
-        """Generate as `author` into `target`; returns the final (YouTube-decoded) text and the messages."""
-        editor = StreamEditor(
-            target.send, target.edit, first=target.first, render=self.renderer(guild, author, target.prefix)
-        )
+        """Generate as `author` into `target`; returns the final (YouTube-decoded) text and the messages.
+        `zero_shot`: `author` is a name the model's index does not know, and the reply is marked so."""
+        editor = self.editor(target, guild, author, zero_shot)
         encoded = await self.encode_history(history)
-        async for delta in self.bot.engine.stream(encoded, author, seed_text=seed_text, sampling=sampling):
+        stream = self.bot.engine.stream(encoded, author, seed_text=seed_text, sampling=sampling, new_author=zero_shot)
+        async for delta in stream:
             await editor.push(delta)
-        text = editor.text
+        return await self.finish(editor, editor.text)
+
+    def editor(self, target: Target, guild: discord.Guild | None, author: str, zero_shot: bool = False):
+        """A `StreamEditor` writing `author`'s reply into `target`."""
+        render = self.renderer(guild, author, target.prefix, zero_shot)
+        return StreamEditor(target.send, target.edit, first=target.first, render=render)
+
+    async def finish(self, editor: StreamEditor, text: str) -> tuple[str, list[Any]]:
+        """Decode YouTube tags in the final text (off the event loop) and land it; returns it and the messages."""
         if self.bot.youtube is not None:
             text = await asyncio.to_thread(self.bot.youtube.decode, text)
-        messages = await editor.finish(text)
-        return text, messages
+        return text, await editor.finish(text)
 
     async def remember(
         self,
@@ -250,6 +271,62 @@ class ReplyService:
         await self.bot.store.add_context(
             channel_id, message_id, author, text, datetime.now(timezone.utc), is_clone=True
         )
+
+    async def interaction_reply_target(
+        self, interaction: discord.Interaction, webhook: bool, first_turn: bool, author: str
+    ) -> Target:
+        """Where a reply goes: the webhook, the deferred response (first turn), or a new follow-up."""
+        if webhook:
+            return await self.webhook_target(interaction.channel, author)
+        if first_turn:
+            return self.interaction_target(interaction, await interaction.original_response())
+        return self.interaction_target(interaction, None)
+
+    async def post(
+        self,
+        interaction: discord.Interaction,
+        webhook: bool,
+        first_turn: bool,
+        history: list[tuple[str, str]],
+        author: str,
+        seed_text: str | None,
+        sampling: dict[str, Any],
+        zero_shot: bool = False,
+    ) -> str:
+        """Generate one reply to a slash command into the channel (the deferred response for the first
+        non-webhook turn) and remember it; returns its text."""
+        target = await self.interaction_reply_target(interaction, webhook, first_turn, author)
+        text, messages = await self.stream(
+            target, interaction.guild, history, author, seed_text, sampling, zero_shot=zero_shot
+        )
+        request = {"history": history, "author": author, "seed_text": seed_text, "sampling": sampling}
+        if zero_shot:
+            request["zero_shot"] = True
+        await self.remember(
+            interaction.channel_id, messages, author, text, interaction.user.id, request, target.webhook_id
+        )
+        return text
+
+    async def post_batch(
+        self,
+        interaction: discord.Interaction,
+        webhook: bool,
+        history: list[tuple[str, str]],
+        authors: list[str],
+        seed_text: str | None,
+        sampling: dict[str, Any],
+    ) -> None:
+        """One reply per author to the same history, generated as one batch, each into its own message."""
+        encoded = await self.encode_history(history)
+        texts = await self.bot.engine.batch_generate(encoded, authors, seed_text, sampling)
+        for i, (author, text) in enumerate(zip(authors, texts, strict=True)):
+            target = await self.interaction_reply_target(interaction, webhook, i == 0, author)
+            editor = self.editor(target, interaction.guild, author)
+            text, messages = await self.finish(editor, text)
+            request = {"history": history, "author": author, "seed_text": seed_text, "sampling": sampling}
+            await self.remember(
+                interaction.channel_id, messages, author, text, interaction.user.id, request, target.webhook_id
+            )
 
     async def _hook_for(self, channel: discord.abc.GuildChannel, webhook_id: int) -> discord.Webhook:
         hook = self._webhooks.get(channel.id)
@@ -277,7 +354,13 @@ class ReplyService:
         for extra in ids[1:]:
             await drop(extra)
         text, messages = await self.stream(
-            target, channel.guild, history, reply.author, request.get("seed_text"), sampling
+            target,
+            channel.guild,
+            history,
+            reply.author,
+            request.get("seed_text"),
+            sampling,
+            zero_shot=bool(request.get("zero_shot")),
         )
         await self.bot.store.record_reply(
             reply.message_id,

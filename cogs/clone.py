@@ -1,10 +1,10 @@
-"""`/clone`: talk to the clones — speak, auto, sayas, context, opt out/in — plus auto-reply and reply reactions.
+"""`/clone`: talk to the clones — speak (one, several, or a new name), scene, auto, ask the base model, sayas,
+context, auto-reply opt-in, opt out/in. Reactions, the Regenerate menu and auto-reply are in `cogs/replies.py`.
 
-Consent is checked twice: the model's user index refuses excluded and opted-out users (`UnknownAuthorError`),
-and the store's opt-out list (set by `/clone optout`, newer than any trained checkpoint) refuses the rest.
-Generation commands share one per-user cooldown (`CLONE_COOLDOWN_S`), enforced in `interaction_check`.
-A reply's request is stored with it, so 🔁 and the "Regenerate" menu re-run it with a new seed, and 👍/👎 keep
-the context it answered for preference tuning later.
+Who may be spoken as is decided by `bot.speakers.Speakers` (the model's user index and the store's opt-outs).
+Generation commands share one per-user cooldown (`CLONE_COOLDOWN_S`), taken in `interaction_check` and given
+back when the command fails, so only a command that generates counts. A reply's request is stored with it, so 🔁
+and the "Regenerate" menu re-run it with a new seed, and 👍/👎 keep the context it answered.
 """
 
 from __future__ import annotations
@@ -12,47 +12,54 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.engine import EngineLoading, EngineNotLoaded
-from bot.render import SAFE_MENTIONS, format_clone_reply, split_message
-from bot.replies import ReplyService, find_member
-from cloneus.errors import CloneusError, UnknownAuthorError
-from cogs.admin import is_admin
-from cogs.sampling import autoreply_mode, request_sampling
+from bot.pager import Pager, code_pages
+from bot.render import SAFE_MENTIONS, StreamEditor, format_clone_reply, split_message
+from bot.replies import ReplyService
+from bot.speakers import Speakers, parse_names
+from cloneus.errors import CloneusError
+from cogs.sampling import request_sampling
 
 if TYPE_CHECKING:
     from bot.client import CloneusBot
 
 logger = logging.getLogger(__name__)
 
-COOLDOWN_COMMANDS = frozenset({"speak", "auto"})
+COOLDOWN_COMMANDS = frozenset({"speak", "auto", "scene", "ask"})
 AUTOCOMPLETE_LIMIT = 25
 MAX_TURNS = 10
-REGENERATE, THUMBS_UP, THUMBS_DOWN, WASTEBASKET = "🔁", "👍", "👎", "🗑️"
-FEEDBACK = {THUMBS_UP: 1, THUMBS_DOWN: -1}
+BASE_CONTEXT_TURNS = 8  # the base model's chat is short: the last few user/assistant turns
+ASK_MAX_NEW_TOKENS = 512
+SAMPLING_DESCRIPTIONS = {
+    "preset": "A sampling preset instead of the channel's",
+    "temperature": "Lower is more conservative",
+    "top_p": "Nucleus sampling mass",
+    "top_k": "Keep the k most likely tokens (0 = off)",
+    "min_p": "Drop tokens below min_p × top probability",
+    "repetition_penalty": "Penalise repeated tokens (1 = off)",
+    "max_new_tokens": "Longest reply in tokens",
+    "dynamic_temperature": "Entropy-scaled temperature",
+    "mirostat": "Mirostat v2 sampling",
+    "xtc_probability": "XTC: chance to drop the top choices",
+    "dry_multiplier": "DRY repetition penalty strength (0 = off)",
+}
 
 
 class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to the chat clones"):
-    """Clone replies on demand, on auto-reply, and their regenerate/feedback/delete reactions."""
+    """Clone replies on demand, the base model, and the channel's context."""
 
     context = app_commands.Group(name="context", description="What the clones remember of this channel")
 
     def __init__(self, bot: CloneusBot):
         self.bot = bot
         self.replies = ReplyService(bot)
+        self.speakers = Speakers(bot)
         self._last_use: dict[int, float] = {}
-        self.regenerate_menu = app_commands.ContextMenu(name="Regenerate", callback=self.regenerate_from_menu)
-
-    async def cog_load(self) -> None:
-        self.bot.tree.add_command(self.regenerate_menu)
-
-    async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self.regenerate_menu.name, type=self.regenerate_menu.type)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """The per-user cooldown shared by the generating commands (expired entries are dropped, so it stays
@@ -80,26 +87,6 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
-    async def resolve_author(self, guild: discord.Guild | None, name: str) -> str:
-        """The model's spelling of `name`, refusing unknown, excluded and opted-out members.
-
-        Raises:
-            `UnknownAuthorError`: not someone the loaded model can speak as, or opted out.
-            `EngineLoading` / `EngineNotLoaded`: no model to ask yet.
-        """
-        model = self.bot.engine.model
-        if model is None or not model.loaded:
-            eta = self.bot.engine.loading_eta()
-            if eta is not None:
-                raise EngineLoading(eta)
-            raise EngineNotLoaded("no model is loaded; an admin can load one with /model switch")
-        user = model.users.resolve(name)
-        opted_out = await self.bot.store.opted_out_ids()
-        member = find_member(guild, user.display_name) or find_member(guild, user.username)
-        if str(user.id) in {str(i) for i in opted_out} or (member is not None and member.id in opted_out):
-            raise UnknownAuthorError(f"{user.display_name} opted out of being cloned")
-        return user.display_name
-
     async def _author_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice]:
         names = [n for n in self.bot.engine.authors if current.casefold() in n.casefold()]
         return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_LIMIT]]
@@ -110,56 +97,29 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         names = [n for n in sorted(load_presets()) if current.lower() in n]
         return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_LIMIT]]
 
-    async def _uses_webhook(self, channel_id: int) -> bool:
-        return bool((await self.bot.store.get_channel_settings(channel_id)).get("webhook"))
-
-    async def _post(
-        self,
-        interaction: discord.Interaction,
-        webhook: bool,
-        first_turn: bool,
-        history: list[tuple[str, str]],
-        author: str,
-        seed_text: str | None,
-        sampling: dict[str, Any],
-    ) -> str:
-        """Generate one reply into the channel (the deferred response for the first non-webhook turn)."""
-        if webhook:
-            target = await self.replies.webhook_target(interaction.channel, author)
-        elif first_turn:
-            target = self.replies.interaction_target(interaction, await interaction.original_response())
-        else:
-            target = self.replies.interaction_target(interaction, None)
-        text, messages = await self.replies.stream(target, interaction.guild, history, author, seed_text, sampling)
-        request = {"history": history, "author": author, "seed_text": seed_text, "sampling": sampling}
-        await self.replies.remember(
-            interaction.channel_id, messages, author, text, interaction.user.id, request, target.webhook_id
-        )
-        return text
+    async def _uses_webhook(self, interaction: discord.Interaction) -> bool:
+        """Webhook posting, when the channel asks for it (a thread posts as the bot: webhooks are the parent's)."""
+        if isinstance(interaction.channel, discord.Thread):
+            return False
+        return bool((await self.bot.store.get_channel_settings(interaction.channel_id)).get("webhook"))
 
     # -- commands ------------------------------------------------------------------------------------------------
 
     @app_commands.command(name="speak")
     @app_commands.describe(
         author="Who to speak as",
+        authors="Several members, comma-separated: each answers the same context",
+        new="Speak as a name the model never saw (zero-shot)",
         seed="Text the reply starts with",
-        preset="A sampling preset instead of the channel's",
-        temperature="Lower is more conservative",
-        top_p="Nucleus sampling mass",
-        top_k="Keep the k most likely tokens (0 = off)",
-        min_p="Drop tokens below min_p × top probability",
-        repetition_penalty="Penalise repeated tokens (1 = off)",
-        max_new_tokens="Longest reply in tokens",
-        dynamic_temperature="Entropy-scaled temperature",
-        mirostat="Mirostat v2 sampling",
-        xtc_probability="XTC: chance to drop the top choices",
-        dry_multiplier="DRY repetition penalty strength (0 = off)",
+        **SAMPLING_DESCRIPTIONS,
     )
     @app_commands.autocomplete(author=_author_autocomplete, preset=_preset_autocomplete)
     async def speak(
         self,
         interaction: discord.Interaction,
-        author: str,
+        author: str | None = None,
+        authors: str | None = None,
+        new: bool = False,
         seed: str | None = None,
         preset: str | None = None,
         temperature: float | None = None,
@@ -173,9 +133,20 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         xtc_probability: float | None = None,
         dry_multiplier: float | None = None,
     ) -> None:
-        """Reply as a member's clone, streamed into the channel."""
+        """Reply as a member's clone (or several), streamed into the channel."""
         # Checked before deferring (store reads, milliseconds), so a refusal is shown only to the invoker.
-        name = await self.resolve_author(interaction.guild, author)
+        if (author is None) == (authors is None):
+            raise CloneusError("name either author (one clone) or authors (several, comma-separated)")
+        if new and authors is not None:
+            raise CloneusError("new:true speaks as one new name; use it with author, not authors")
+        zero_shot = False
+        if authors is not None:
+            names = await self.speakers.resolve_all(interaction.guild, parse_names(authors))
+        elif new:
+            name, zero_shot = await self.speakers.new_name(interaction.guild, author)
+            names = [name]
+        else:
+            names = [await self.speakers.resolve(interaction.guild, author)]
         overrides = {
             "temperature": temperature,
             "top_p": top_p,
@@ -189,61 +160,122 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
             "dry_multiplier": dry_multiplier,
         }
         sampling = await request_sampling(self.bot.store, interaction.channel_id, overrides, preset)
-        webhook = await self._uses_webhook(interaction.channel_id)
+        webhook = await self._uses_webhook(interaction)
         await interaction.response.defer(thinking=True, ephemeral=webhook)
         history = await self.replies.history(interaction.channel_id, interaction.guild)
-        await self._post(interaction, webhook, True, history, name, seed, sampling)
+        if len(names) > 1:
+            await self.replies.post_batch(interaction, webhook, history, names, seed, sampling)
+        else:
+            await self.replies.post(interaction, webhook, True, history, names[0], seed, sampling, zero_shot)
         if webhook:
-            await interaction.edit_original_response(content=f"Posted as {name} (clone).")
+            await interaction.edit_original_response(content=f"Posted as {', '.join(names)} (clone).")
+
+    @app_commands.command(name="scene")
+    @app_commands.describe(
+        authors="Who takes part, comma-separated, speaking in turn (default: the model picks each speaker)",
+        turns=f"How many replies (1-{MAX_TURNS})",
+    )
+    async def scene(
+        self,
+        interaction: discord.Interaction,
+        authors: str | None = None,
+        turns: app_commands.Range[int, 1, MAX_TURNS] = 6,
+    ) -> None:
+        """A conversation between clones: each turn answers the ones before it."""
+        if not 1 <= turns <= MAX_TURNS:
+            raise CloneusError(f"turns={turns}: choose between 1 and {MAX_TURNS}")
+        cast = await self.speakers.resolve_all(interaction.guild, parse_names(authors)) if authors else None
+        await self._turns(interaction, turns, cast=cast)
 
     @app_commands.command(name="auto")
-    @app_commands.describe(turns="How many replies (1-10)", mode="How the next speaker is picked")
+    @app_commands.describe(
+        turns=f"How many replies (1-{MAX_TURNS})",
+        mode="How the next speaker is picked (inverse favours quiet members)",
+        authors="Only pick among these members, comma-separated",
+        seed="Text the first reply starts with",
+    )
     async def auto(
         self,
         interaction: discord.Interaction,
         turns: app_commands.Range[int, 1, MAX_TURNS] = 1,
-        mode: Literal["weighted", "top", "uniform"] = "weighted",
+        mode: Literal["weighted", "top", "uniform", "inverse"] = "weighted",
+        authors: str | None = None,
+        seed: str | None = None,
     ) -> None:
         """Let the model pick who speaks next, then speak as them, for a few turns."""
         if not 1 <= turns <= MAX_TURNS:
             raise CloneusError(f"turns={turns}: choose between 1 and {MAX_TURNS}")
+        candidates = await self.speakers.resolve_all(interaction.guild, parse_names(authors)) if authors else None
+        await self._turns(interaction, turns, mode=mode, candidates=candidates, seed_text=seed)
+
+    async def _turns(
+        self,
+        interaction: discord.Interaction,
+        turns: int,
+        *,
+        cast: list[str] | None = None,
+        mode: str = "weighted",
+        candidates: list[str] | None = None,
+        seed_text: str | None = None,
+    ) -> None:
+        """`turns` replies, each seeing the ones before: `cast` in turn, else the model's pick (`mode`, among
+        `candidates`)."""
         sampling = await request_sampling(self.bot.store, interaction.channel_id)
-        webhook = await self._uses_webhook(interaction.channel_id)
+        webhook = await self._uses_webhook(interaction)
         await interaction.response.defer(thinking=True, ephemeral=webhook)
         history = await self.replies.history(interaction.channel_id, interaction.guild)
         spoken = []
         for turn in range(turns):
-            author = await self._next_author(interaction.guild, history, mode)
+            if cast:
+                author = cast[turn % len(cast)]
+            else:
+                author = await self.speakers.next_author(interaction.guild, history, mode, candidates)
             if author is None:
                 break
-            text = await self._post(interaction, webhook, turn == 0, history, author, None, sampling)
+            seed = seed_text if turn == 0 else None
+            text = await self.replies.post(interaction, webhook, turn == 0, history, author, seed, sampling)
             history = [*history, (author, text)][-self.bot.settings.ctx_limit :]
             spoken.append(author)
         if webhook or not spoken:
             await interaction.edit_original_response(content=f"Spoke as: {', '.join(spoken) or 'nobody'}.")
 
-    async def _next_author(self, guild: discord.Guild | None, history: list[tuple[str, str]], mode: str) -> str | None:
-        """The model's pick; an opted-out pick is replaced by the likeliest member who may be cloned."""
-        author = await self.bot.engine.predict_author(history, mode)
-        if author is None:
-            return None
-        try:
-            return await self.resolve_author(guild, author)
-        except UnknownAuthorError:
-            probabilities = await self.bot.engine.author_probabilities(history)
-        for name in sorted(probabilities, key=probabilities.get, reverse=True):
-            try:
-                return await self.resolve_author(guild, name)
-            except UnknownAuthorError:
-                continue
-        return None
+    @app_commands.command(name="ask")
+    @app_commands.describe(
+        prompt="What to ask", system="A system message for the base model", max_new_tokens="Longest answer in tokens"
+    )
+    async def ask(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        system: str | None = None,
+        max_new_tokens: app_commands.Range[int, 1, ASK_MAX_NEW_TOKENS] | None = None,
+    ) -> None:
+        """Ask the untuned base model (the adapter switched off); it keeps its own short chat in this channel."""
+        self.speakers.require_model()
+        if not prompt.strip():
+            raise CloneusError("prompt is empty; ask something")
+        if max_new_tokens is not None and not 1 <= max_new_tokens <= ASK_MAX_NEW_TOKENS:
+            raise CloneusError(f"max_new_tokens={max_new_tokens}: choose between 1 and {ASK_MAX_NEW_TOKENS}")
+        channel_id = interaction.channel_id
+        earlier = await self.bot.store.recent_base_messages(channel_id, BASE_CONTEXT_TURNS)
+        messages = [(m.role, m.text) for m in earlier] + [("user", prompt)]
+        sampling = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+        await interaction.response.defer(thinking=True)
+        target = self.replies.interaction_target(interaction, await interaction.original_response())
+        editor = StreamEditor(target.send, target.edit, first=target.first)
+        async for delta in self.bot.engine.base_stream(messages, system, sampling):
+            await editor.push(delta)
+        answer = editor.text
+        await editor.finish(answer)
+        await self.bot.store.add_base_message(channel_id, "user", prompt, interaction.user.id)
+        await self.bot.store.add_base_message(channel_id, "assistant", answer, interaction.user.id)
 
     @app_commands.command(name="sayas")
     @app_commands.describe(author="Whose words these are", text="What they say")
     @app_commands.autocomplete(author=_author_autocomplete)
     async def sayas(self, interaction: discord.Interaction, author: str, text: str) -> None:
         """Add a message to the channel context as a member, without generating."""
-        name = await self.resolve_author(interaction.guild, author)
+        name = await self.speakers.resolve(interaction.guild, author)
         callback = await interaction.response.send_message(
             split_message(format_clone_reply(name, text))[0], allowed_mentions=SAFE_MENTIONS
         )
@@ -251,9 +283,33 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
             interaction.channel_id, callback.message_id, name, text, datetime.now(timezone.utc), is_clone=True
         )
 
+    @app_commands.command(name="autoreply")
+    @app_commands.describe(state="on: clones may answer your messages where auto-reply is opted-in only")
+    async def autoreply(self, interaction: discord.Interaction, state: Literal["on", "off"]) -> None:
+        """Have clones answer your messages in channels whose auto-reply trigger is opted-in."""
+        if interaction.guild_id is None:
+            raise CloneusError("auto-reply is per server; use this in a server channel")
+        await self.bot.store.set_autoreply_optin(interaction.guild_id, interaction.user.id, state == "on")
+        if state == "on":
+            text = "Clones may now answer your messages in channels with `autoreply_trigger` opted-in."
+        else:
+            text = "Clones no longer answer your messages on their own (other triggers still apply)."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    # -- context -------------------------------------------------------------------------------------------------
+
     @context.command(name="show")
-    async def context_show(self, interaction: discord.Interaction) -> None:
-        """Show the messages the clones see in this channel, as the model reads them."""
+    @app_commands.describe(
+        raw="Page through the exact prompt text the model reads", author="Whose reply the raw prompt is for"
+    )
+    @app_commands.autocomplete(author=_author_autocomplete)
+    async def context_show(self, interaction: discord.Interaction, raw: bool = False, author: str | None = None):
+        """Show the messages the clones see in this channel, as the model reads them (only to you)."""
+        if raw:
+            await self._show_raw(interaction, author)
+            return
+        if author is not None:
+            raise CloneusError("author only applies with raw:true")
         history = await self.replies.history(interaction.channel_id, interaction.guild)
         if not history:
             await interaction.response.send_message("The context of this channel is empty.", ephemeral=True)
@@ -264,12 +320,54 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         for piece in pieces[1:]:
             await interaction.followup.send(piece, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
 
+    async def _show_raw(self, interaction: discord.Interaction, author: str | None) -> None:
+        if author is not None:
+            name = await self.speakers.resolve(interaction.guild, author)
+        else:
+            self.speakers.require_model()
+            name = next(iter(self.bot.engine.authors), None)
+            if name is None:
+                raise CloneusError("the loaded model has nobody to speak as")
+        sampling = await request_sampling(self.bot.store, interaction.channel_id)
+        history = await self.replies.encode_history(
+            await self.replies.history(interaction.channel_id, interaction.guild)
+        )
+        prompt = await self.bot.engine.prompt_text(history, name, sampling)
+        pager = Pager(code_pages(prompt), interaction.user.id)
+        await interaction.response.send_message(
+            pager.content(), view=pager, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
     @context.command(name="clear")
+    @app_commands.describe(which="clones: the clone context, base: the /clone ask chat, all: both")
     @app_commands.checks.has_permissions(manage_messages=True)
-    async def context_clear(self, interaction: discord.Interaction) -> None:
-        """Forget this channel's context (needs Manage Messages)."""
-        await self.bot.store.clear_context(interaction.channel_id)
-        await interaction.response.send_message("Context cleared; the clones start this channel afresh.")
+    async def context_clear(
+        self, interaction: discord.Interaction, which: Literal["clones", "base", "all"] = "clones"
+    ) -> None:
+        """Forget this channel's context (needs Manage Messages); /clone context restore undoes it."""
+        channel_id = interaction.channel_id
+        cleared = []
+        if which in ("clones", "all"):
+            cleared.append(f"{await self.bot.store.clear_context(channel_id)} clone-context messages")
+        if which in ("base", "all"):
+            cleared.append(f"{await self.bot.store.clear_base_context(channel_id)} base-model turns")
+        await interaction.response.send_message(
+            f"Context cleared ({' and '.join(cleared)}); the clones start this channel afresh. "
+            "/clone context restore undoes it."
+        )
+
+    @context.command(name="restore")
+    @app_commands.checks.has_permissions(manage_messages=True)
+    async def context_restore(self, interaction: discord.Interaction) -> None:
+        """Undo the last /clone context clear of this channel (needs Manage Messages)."""
+        restored = await self.bot.store.restore_context(interaction.channel_id)
+        if not any(restored.values()):
+            raise CloneusError("nothing to restore: the context of this channel was not cleared since")
+        await interaction.response.send_message(
+            f"Restored {restored['context']} clone-context messages and {restored['base_context']} base-model turns."
+        )
+
+    # -- consent -------------------------------------------------------------------------------------------------
 
     @app_commands.command(name="optout")
     async def optout(self, interaction: discord.Interaction) -> None:
@@ -303,71 +401,6 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
         if model is None or not model.loaded:
             return set()
         return {n for u in model.users.users if str(u.id) == str(user_id) for n in (u.username, u.display_name)}
-
-    # -- regenerate, reactions, auto-reply ----------------------------------------------------------------------
-
-    async def regenerate_from_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """The "Regenerate" message menu: a fresh reply for the same request, in the same message."""
-        reply = await self.bot.store.get_reply(message.id)
-        if reply is None:
-            raise CloneusError("that message is not a clone reply I remember")
-        await interaction.response.defer(thinking=True, ephemeral=True)
-        await self.replies.regenerate(message.channel, reply)
-        await interaction.edit_original_response(content=f"Regenerated {reply.author}'s reply.")
-
-    @commands.Cog.listener()
-    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        emoji = str(payload.emoji)
-        if emoji not in (REGENERATE, WASTEBASKET, *FEEDBACK) or payload.user_id == self.bot.user.id:
-            return
-        reply = await self.bot.store.get_reply(payload.message_id)
-        channel = self.bot.get_channel(payload.channel_id)
-        if reply is None or not isinstance(channel, discord.TextChannel):
-            return
-        try:
-            if emoji in FEEDBACK:
-                context = [*reply.request.get("history", []), [reply.author, reply.request.get("text", "")]]
-                await self.bot.store.add_feedback(payload.message_id, payload.user_id, FEEDBACK[emoji], context)
-            elif emoji == REGENERATE:
-                await self.replies.regenerate(channel, reply)
-            elif payload.user_id == reply.invoker_id or (
-                payload.member is not None
-                and is_admin(payload.member, channel.permissions_for(payload.member), self.bot.settings)
-            ):
-                await self.replies.delete(channel, reply)
-        except CloneusError as e:  # busy, loading, or the author opted out since: nobody to tell but the log
-            logger.info("reaction %s on %d not handled: %s", emoji, payload.message_id, e)
-
-    @commands.Cog.listener()
-    async def on_message(self, message: discord.Message) -> None:
-        """Auto-reply: with `/sampling set autoreply always|lurk:<t>`, answer an organic message as the
-        predicted next speaker (lurk stays silent unless someone is likely enough)."""
-        if message.author.bot or message.webhook_id is not None or not self.bot.watches(message):
-            return
-        mode = autoreply_mode((await self.bot.store.get_channel_settings(message.channel.id)).get("autoreply"))
-        if mode is None or self.bot.context_entry(message, live=True) is None:
-            return
-        try:
-            # A message training would drop (`!skip`: how members speak past the bot) gets no reply either.
-            if not await self.replies.is_context(message):
-                return
-            # The client's own on_message stores this message too; whichever ran first, it is in the history once.
-            history = await self.replies.history(message.channel.id, message.guild, latest=message)
-            author = await self._next_author(message.guild, history, mode)
-            if author is None:
-                return
-            sampling = await request_sampling(self.bot.store, message.channel.id)
-            target = self.replies.channel_target(message.channel)
-            if await self._uses_webhook(message.channel.id):
-                target = await self.replies.webhook_target(message.channel, author)
-            text, messages = await self.replies.stream(target, message.guild, history, author, None, sampling)
-            request = {"history": history, "author": author, "seed_text": None, "sampling": sampling}
-            # The member whose message triggered the reply counts as its invoker (they may 🗑️ it).
-            await self.replies.remember(
-                message.channel.id, messages, author, text, message.author.id, request, target.webhook_id
-            )
-        except CloneusError as e:  # busy, loading or no model: an unasked-for reply is simply skipped
-            logger.info("auto-reply in %d skipped: %s", message.channel.id, e)
 
 
 async def setup(bot: CloneusBot) -> None:

@@ -5,8 +5,10 @@ they apply to everyone's replies and decide whether the bot talks unprompted.
 
 A channel's settings are rows of the store's `channel_settings` table: `preset` (a name from
 `config/sampling_presets.yaml`), `sampling` (a dict of option overrides), `autoreply` (`off`, `always` or
-`lurk:<threshold>`) and `webhook` (bool). The options of one request are layered, each layer validated by
-`SamplingOptions`: the preset's values, then the channel's overrides, then the options typed on the command.
+`lurk:<threshold>`), `autoreply_trigger` (`any`, `mention`, `opted-in`), `autoreply_author` (a name),
+`autoreply_authors` (a list of names) and `webhook` (bool). The options of one request are layered, each layer
+validated by `SamplingOptions`: the preset's values, then the channel's overrides, then the options typed on the
+command.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.speakers import Speakers, parse_names
 from cloneus.errors import CloneusError
 from cogs.admin import is_admin
 
@@ -30,8 +33,13 @@ logger = logging.getLogger(__name__)
 
 BOT_SETTINGS = {
     "autoreply": "off | always | lurk:<threshold 0-1> — answer organic messages as a predicted author",
+    "autoreply_trigger": "any | mention | opted-in — which messages auto-reply answers",
+    "autoreply_author": "<name> | none — always answer as this clone",
+    "autoreply_authors": "<names, comma-separated> | none — the candidates auto-reply picks among",
     "webhook": "on | off — post clone replies through a webhook with the member's name and avatar",
 }
+AUTOREPLY_TRIGGERS = ("any", "mention", "opted-in")
+NONE_WORDS = frozenset({"none", "off", "clear"})
 LURK = re.compile(r"^lurk(?:[:( ]\s*([0-9.]+)\s*\)?)?$")
 DEFAULT_LURK_THRESHOLD = 0.5
 WEBHOOK_WORDS = {
@@ -157,6 +165,9 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
         embed = discord.Embed(title=f"Sampling in #{getattr(interaction.channel, 'name', interaction.channel_id)}")
         embed.add_field(name="preset", value=settings.get("preset") or "none")
         embed.add_field(name="autoreply", value=settings.get("autoreply", "off"))
+        embed.add_field(name="autoreply_trigger", value=settings.get("autoreply_trigger", "any"))
+        embed.add_field(name="autoreply_author", value=settings.get("autoreply_author") or "predicted")
+        embed.add_field(name="autoreply_authors", value=", ".join(settings.get("autoreply_authors") or []) or "all")
         embed.add_field(name="webhook", value="on" if settings.get("webhook") else "off")
         overrides = "\n".join(f"`{k}` = `{v!r}`" for k, v in sorted(values.items())) or "model defaults"
         embed.add_field(name="options (preset + channel)", value=overrides[:1024], inline=False)
@@ -173,6 +184,14 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
         if key == "autoreply":
             shown = parse_autoreply(value)
             await self.bot.store.set_channel_setting(channel_id, key, shown)
+        elif key == "autoreply_trigger":
+            shown = value.strip().lower()
+            if shown not in AUTOREPLY_TRIGGERS:
+                raise CloneusError(f"autoreply_trigger={value!r}: expected one of {', '.join(AUTOREPLY_TRIGGERS)}")
+            await self.bot.store.set_channel_setting(channel_id, key, shown)
+        elif key in ("autoreply_author", "autoreply_authors"):
+            shown = await self._autoreply_names(interaction.guild, key, value)
+            await self.bot.store.set_channel_setting(channel_id, key, shown)
         elif key == "webhook":
             if value.strip().lower() not in WEBHOOK_WORDS:
                 raise CloneusError(f"webhook={value!r}: expected on or off")
@@ -184,8 +203,16 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
             shown = stored[key]
             await self.bot.store.set_channel_setting(channel_id, "sampling", stored)
         else:
-            raise CloneusError(f"unknown setting {key!r}; choose autoreply, webhook or a sampling option")
+            raise CloneusError(f"unknown setting {key!r}; choose {', '.join(BOT_SETTINGS)} or a sampling option")
         await interaction.response.send_message(f"Set `{key}` = `{shown!r}` for this channel.")
+
+    async def _autoreply_names(self, guild: discord.Guild | None, key: str, value: str) -> str | list[str] | None:
+        """A fixed author or candidate list, resolved against the loaded model and opt-outs; None clears it."""
+        if value.strip().lower() in NONE_WORDS:
+            return None
+        if key == "autoreply_author":
+            return await Speakers(self.bot).resolve(guild, value.strip())
+        return await Speakers(self.bot).resolve_all(guild, parse_names(value, key))
 
     @app_commands.command(name="preset")
     @app_commands.check(channel_moderator)

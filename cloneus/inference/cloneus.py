@@ -311,6 +311,12 @@ class Cloneus:
         )
         return self.formatter.generation_prompt(turns, speaker, seed_text)
 
+    def prompt_text(self, chat_history: History, author: str, seed_text: str | None = None, **sampling: Any) -> str:
+        """The exact prompt `generate(chat_history, author, seed_text, **sampling)` sends to the model: the
+        history normalised and fitted to the context, in the training format, up to where the reply begins."""
+        opts, seed_text = self._options(sampling), self._seed(seed_text)
+        return self._prompt(chat_history, author, seed_text, opts)
+
     def _seed(self, seed_text: str | None) -> str | None:
         """The seed as the prompt carries it (special-token strings removed)."""
         return self.formatter.control.remove(seed_text) if seed_text else seed_text

@@ -23,7 +23,7 @@ Driver (all coroutines; `user` is a member name or id, `channel` a channel name 
 - `await drv.autocomplete("clone speak", "author", "al")` → the choices list.
 - `await drv.context_menu("Regenerate", message_id, user=...)` → `InteractionRecord`.
 - `await drv.post_message("hi", user="alice")` (MESSAGE_CREATE) → the message dict; `await drv.react(message_id,
-  "👍", user="bob")`.
+  "👍", user="bob")`; `await drv.click(message_id, "Next", user=...)` presses a button → `InteractionRecord`.
 - `await drv.wait_for(predicate, timeout)`; `drv.fake`, `drv.bot`, `drv.settings` for everything else.
 """
 
@@ -249,6 +249,17 @@ class Driver:
         data = {"id": cmd["id"], "name": name, "type": 3, "target_id": str(message_id),
                 "guild_id": str(self.fake.guild_id), "resolved": {"messages": {str(message_id): message}}}  # fmt: skip
         return await self._send(self._base_payload(2, data, user, channel or int(message["channel_id"]), perms))
+
+    async def click(self, message_id: int, label: str, *, user: str | int = "alice") -> InteractionRecord:
+        """Press the button labelled `label` on a message (a component INTERACTION_CREATE)."""
+        message = self.fake.messages[int(message_id)]
+        buttons = [c for row in message["components"] for c in row.get("components", [])]
+        button = next((b for b in buttons if b.get("label") == label), None)
+        if button is None:
+            raise LookupError(f"message {message_id} has no button {label!r}; has {[b.get('label') for b in buttons]}")
+        data = {"custom_id": button["custom_id"], "component_type": 2}
+        payload = self._base_payload(3, data, user, int(message["channel_id"]), None)
+        return await self._send(payload | {"message": message})
 
     async def post_message(self, content: str, *, user: str | int = "alice", channel=None) -> dict[str, Any]:
         """A member posts a message (MESSAGE_CREATE)."""

@@ -300,7 +300,7 @@ class FakeDiscord:
                                                                    if u in self.members],
                "mention_roles": [str(r) for r in pings["roles"]], "attachments": list(attachments),
                "embeds": body.get("embeds") or [], "pinned": False, "type": 0, "flags": body.get("flags") or 0,
-               "components": [], "reactions": [], "pings": pings,
+               "components": body.get("components") or [], "reactions": [], "pings": pings,
                "allowed_mentions": body.get("allowed_mentions"), **(extra or {})}  # fmt: skip
         if "message_reference" in body:
             msg["message_reference"] = body["message_reference"]
@@ -328,6 +328,8 @@ class FakeDiscord:
             msg["mention_everyone"] = pings["everyone"]
         if "embeds" in body:
             msg["embeds"] = body["embeds"] or []
+        if "components" in body:
+            msg["components"] = body["components"] or []
         if attachments is not None:
             msg["attachments"] = attachments
         msg["flags"] &= ~LOADING

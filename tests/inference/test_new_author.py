@@ -17,9 +17,11 @@ class TestNewAuthor:
             clo.generate(HISTORY, "zed", **GREEDY)
 
     def test_the_prompt_carries_the_new_name_in_the_tag(self, clo):
-        opts = clo._options(GREEDY)
-        prompt = clo._prompt(HISTORY, "Zed", None, opts, new_author=True)
+        prompt = clo._prompt(HISTORY, "Zed", None, clo._options(GREEDY), new_author=True)
         assert prompt == clo.formatter.generation_prompt(clo.normalizer.pairs(HISTORY), "Zed")
+        assert clo.prompt_text(HISTORY, "alice") == clo.formatter.generation_prompt(
+            clo.normalizer.pairs(HISTORY), "alice"
+        )
         assert isinstance(clo.generate(HISTORY, "Zed", new_author=True, **GREEDY), str)
         assert "".join(clo.stream_generate(HISTORY, "Zed", new_author=True, **GREEDY)) == clo.generate(
             HISTORY, "Zed", new_author=True, **GREEDY
