@@ -10,7 +10,7 @@ Targets: (a) >= 1.5x (b) and (a) >= 0.85x (c) in useful (non-padding) tokens per
 
 Quality (--quality): LoRA-train builtin:smollm2-135m on a slice of the chat (bounded to a few minutes of steps),
 then report held-out perplexity against the base model and next-speaker top-1 against always guessing the most
-frequent author (`cloneus.training.evaluate`).
+frequent author (`cloneus.evaluation`; `bench_fidelity.py` reports every eval figure and the lever sweep).
 
 Data: ../shared/data/ubuntu-irc/ubuntu_irc.csv (or $CLONEUS_BENCH_DATA); skipped with a message when absent.
 Timings are wall-clock on whatever else the machine is running; compare ratios from the same run only.
@@ -36,11 +36,13 @@ DEFAULT_TOKENS = {"tiny": 60_000, "smollm2": 6_000}
 VARIANTS = ("packed", "padded", "floor")
 
 
-def slice_chat(messages: int, out: Path) -> Path:
-    """The first `messages` rows of the IRC CSV as a generic CSV chat."""
+def slice_chat(messages: int, out: Path, skip: int = 0) -> Path:
+    """`messages` consecutive rows of the IRC CSV, after the first `skip`, as a generic CSV chat."""
     import pandas as pd
 
-    frame = pd.read_csv(DATA_DIR / "ubuntu_irc.csv", keep_default_na=False, nrows=messages)
+    frame = pd.read_csv(
+        DATA_DIR / "ubuntu_irc.csv", keep_default_na=False, nrows=messages, skiprows=range(1, skip + 1)
+    )
     frame[["username", "text", "timestamp"]].to_csv(out, index=False)
     return out
 
@@ -212,7 +214,7 @@ def throughput(args, work: Path, chat: Path) -> list[dict]:
 
 
 def quality(args, work: Path, chat: Path) -> dict:
-    from cloneus.training.evaluate import evaluate_checkpoint
+    from cloneus.evaluation.suite import evaluate_checkpoint
     from cloneus.training.trainer import train
 
     cfg = bench_config(
@@ -230,7 +232,10 @@ def quality(args, work: Path, chat: Path) -> dict:
     result = train(cfg, chatlog=chat, run_name="quality")
     trained = time.perf_counter() - start
     report = evaluate_checkpoint(
-        result.checkpoint, base=True, max_conversations=args.eval_conversations, max_turns=args.max_turns, samples=2
+        result.checkpoint,
+        max_conversations=args.eval_conversations,
+        max_turns=args.max_turns,
+        max_replies=args.max_replies,
     )
     report["train_wall_s"] = trained
     report["train_steps"] = result.metrics["steps"]
@@ -258,7 +263,7 @@ def print_throughput(rows: list[dict]) -> None:
 
 
 def print_quality(report: dict) -> None:
-    from cloneus.training.evaluate import format_report
+    from cloneus.evaluation.report import format_report
 
     print(
         f"quality run: {report['train_steps']} steps, {report['train_tokens']} tokens, "
@@ -279,7 +284,8 @@ def main() -> int:
     parser.add_argument("--quality-only", action="store_true", help="skip the throughput part")
     parser.add_argument("--quality-steps", type=int, default=40)
     parser.add_argument("--eval-conversations", type=int, default=30)
-    parser.add_argument("--max-turns", type=int, default=20, help="next-speaker predictions per conversation")
+    parser.add_argument("--max-turns", type=int, default=300, help="next-speaker turns scored in the quality run")
+    parser.add_argument("--max-replies", type=int, default=12, help="replies generated per model in the quality run")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker_spec:

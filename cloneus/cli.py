@@ -17,6 +17,7 @@ from dotenv import load_dotenv
 from cloneus import config_cli
 from cloneus.data import cli as data_cli
 from cloneus.errors import CloneusError
+from cloneus.evaluation import cli as evaluation_cli
 from cloneus.inference import cli as inference_cli
 from cloneus.plugins import cli as plugins_cli
 from cloneus.serving import cli as serving_cli
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_cli.add_commands(sub)
     training_cli.add_commands(sub)
+    evaluation_cli.add_commands(sub)
     inference_cli.add_commands(sub)
     plugins_cli.add_commands(sub)
     config_cli.add_commands(sub)

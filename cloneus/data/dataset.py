@@ -317,3 +317,31 @@ def prepare_dataset(
     save_entry(entry, prepared.train, prepared.eval, meta)
     timer.lap("save")
     return prepared
+
+
+def split_messages(
+    cfg: CloneusConfig, tokenizer: Any, chatlog: str | Path | None = None, users: UserIndex | None = None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The cleaned `(author, text)` messages before and after the eval split, as `prepare_dataset` cuts them.
+
+    The eval suite fits its author classifier on the train side and checks copying against it; it needs the
+    messages themselves, which the tokenized cache does not keep. Same steps as `prepare_dataset` up to the split,
+    without tokenizing.
+    """
+    from cloneus.data.clean import clean_messages
+    from cloneus.data.readers import read_chat
+    from cloneus.data.sessions import silence_hours
+    from cloneus.plugins.youtube import YouTubeLinks
+
+    path = _check_inputs(cfg, tokenizer, chatlog)
+    frame = clean_messages(read_chat(path), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes).frame
+    users = users if users is not None else _load_users(cfg, lambda: frame)
+    links = YouTubeLinks.from_env(cfg.youtube)
+    try:
+        frame = _filter_messages(frame, cfg, users, tokenizer, links, {})
+    finally:
+        if links is not None:
+            links.close()
+    split, _, _ = _group_sessions(silence_hours(frame["timestamp"]), len(frame), cfg)
+    messages = list(zip(frame["author"].tolist(), frame["text"].tolist(), strict=True))
+    return messages[:split], messages[split:]

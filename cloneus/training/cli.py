@@ -1,4 +1,4 @@
-"""Commands of this package for `python -m cloneus`: `train`, `eval` and `demo`.
+"""Commands of this package for `python -m cloneus`: `train` and `demo` (`eval` lives in `cloneus.evaluation`).
 
 Nothing heavy is imported here; torch and transformers load when a command runs. `train` exits 0 when done,
 130 after an interrupt (SIGINT/SIGTERM) once a checkpoint is saved, 2 on a user error and 1 on any other failure;
@@ -58,20 +58,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_date_order_arguments(p)
     p.set_defaults(func=train_command)
-
-    p = sub.add_parser(
-        "eval",
-        help="held-out loss/perplexity and next-speaker accuracy of a checkpoint",
-        description="Scores a checkpoint on its run's held-out conversations; writes eval.json into it.",
-    )
-    p.add_argument("checkpoint", help="a checkpoint-<step> directory")
-    p.add_argument("--base", action="store_true", help="also score the untuned base model (adapter disabled)")
-    p.add_argument("-d", "--data", default=None, metavar="CHATLOG", help="chat export (default: the run's)")
-    p.add_argument("--max-conversations", type=int, default=20, help="held-out conversations to score")
-    p.add_argument("--max-turns", type=int, default=40, help="next-speaker predictions per conversation")
-    p.add_argument("--samples", type=int, default=3, help="sample generations to show")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    p.set_defaults(func=eval_command)
 
     p = sub.add_parser(
         "demo",
@@ -189,23 +175,6 @@ def format_feedback_scores(scores: dict) -> str:
         if key in scores["before"] and key in scores["after"]:
             lines.append(f"  {key:<28}{scores['before'][key]:>10.4f}{scores['after'][key]:>10.4f}")
     return "\n".join(lines)
-
-
-def eval_command(args: argparse.Namespace) -> int:
-    from cloneus.training.evaluate import evaluate_checkpoint, format_report
-
-    report = evaluate_checkpoint(
-        Path(args.checkpoint),
-        base=args.base,
-        chatlog=args.data,
-        max_conversations=args.max_conversations,
-        max_turns=args.max_turns,
-        samples=args.samples,
-        device=args.device,
-    )
-    _write(format_report(report))
-    _write(f"written to {Path(args.checkpoint) / 'eval.json'}")
-    return 0
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,103 @@
+"""The eval report as terminal text: one row per member, then surface statistics, then a few samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SAMPLES_SHOWN = 3
+SURFACE_COLUMNS = (
+    ("words_mean", "words", "{:.1f}"),
+    ("words_p90", "p90", "{:.0f}"),
+    ("emoji_rate", "emoji", "pct"),
+    ("link_rate", "links", "pct"),
+    ("question_rate", "?", "pct"),
+    ("caps_rate", "CAPS", "pct"),
+    ("lowercase_rate", "lower", "pct"),
+    ("distinct_2", "dist-2", "{:.2f}"),
+    ("copy_context_rate", "copy ctx", "pct"),
+    ("copy_train_rate", "copy train", "pct"),
+)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, spec: str) -> str:
+    if x is None:
+        return "-"
+    return pct(x) if spec == "pct" else spec.format(x)
+
+
+def _pick(section: dict[str, Any] | None, member: str | None, key: str) -> float | None:
+    if not section:
+        return None
+    if member is None:
+        return section.get(key)
+    return section.get("members", {}).get(member, {}).get(key)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Per-member perplexity, next speaker and attribution; overall surface statistics; samples."""
+    split, ppl, spk, attr = report["split"], report["perplexity"], report["next_speaker"], report["attribution"]
+    lines = [
+        f"{report['checkpoint']}",
+        f"{split['perplexity_conversations']} conversations for perplexity, {split['turns']} next-speaker turns, "
+        f"{split['replies']} replies per model, {split['real_messages']} real held-out messages; "
+        f"{len(report['members'])} members, chance {pct(report['chance'])}",
+        "",
+        f"{'member':<16} {'ppl ft':>8} {'ppl base':>8} {'top1 ft':>8} {'top1 base':>9} {'top1 freq':>9} "
+        f"{'top3 ft':>8} {'attr real':>9} {'attr ft':>8} {'attr base':>9}",
+    ]
+    for member in [None, *report["members"]]:
+        ppl_ft, ppl_base = (
+            _pick(ppl.get("finetuned"), member, "perplexity"),
+            _pick(ppl.get("base"), member, "perplexity"),
+        )
+        lines.append(
+            f"{(member or 'overall')[:16]:<16} {_num(ppl_ft, '{:.2f}'):>8} {_num(ppl_base, '{:.2f}'):>8} "
+            f"{pct(_pick(spk.get('finetuned'), member, 'top1')):>8} {pct(_pick(spk.get('base'), member, 'top1')):>9} "
+            f"{pct(_pick(spk.get('most_frequent'), member, 'top1')):>9} "
+            f"{pct(_pick(spk.get('finetuned'), member, 'top3')):>8} "
+            f"{pct(_pick(attr.get('real'), member, 'accuracy')):>9} "
+            f"{pct(_pick(attr.get('finetuned'), member, 'accuracy')):>8} "
+            f"{pct(_pick(attr.get('base'), member, 'accuracy')):>9}"
+        )
+    if "skipped" in attr:
+        lines.append(f"style attribution skipped: {attr['skipped']}")
+    lines += [
+        "",
+        f"{'text':<10} {'n':>5} " + " ".join(f"{label:>{max(6, len(label))}}" for _, label, _ in SURFACE_COLUMNS),
+    ]
+    for name, stats in report["surface"].items():
+        cells = [f"{_num(stats[key], spec):>{max(6, len(label))}}" for key, label, spec in SURFACE_COLUMNS]
+        lines.append(f"{name:<10} {stats['n']:>5} " + " ".join(cells))
+    for sample in report["samples"][:SAMPLES_SHOWN]:
+        lines.append("")
+        lines.extend(f"  {a}: {t}" for a, t in sample["context"])
+        for name in ("real", "finetuned", "base"):
+            if name in sample:
+                lines.append(f"  -> {sample['author']} ({name}): {sample[name]}")
+    fooled = report["human"]["fooled_rate"]
+    lines += ["", f"human fooled rate: {pct(fooled) if fooled is not None else 'not measured yet'}"]
+    return "\n".join(lines)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The headline figures in one line for chat: perplexity, next speaker, attribution, each beside its reference."""
+
+    def num(key: str, spec: str = "{:.1f}") -> str:
+        return _num(summary.get(key), spec)
+
+    ppl = f"perplexity {num('perplexity')}"
+    if summary.get("perplexity_base") is not None:
+        ppl += f" (base {num('perplexity_base')}, ×{num('perplexity_vs_base', '{:.2f}')})"
+    speaker = f"next speaker {num('speaker_top1', 'pct')} (most frequent {num('speaker_top1_most_frequent', 'pct')})"
+    attribution = f"style attribution {num('attribution', 'pct')} ("
+    if summary.get("attribution_base") is not None:
+        attribution += f"base {num('attribution_base', 'pct')}, "
+    attribution += f"real {num('attribution_real', 'pct')}, chance {num('chance', 'pct')})"
+    parts = [ppl, speaker, attribution]
+    if summary.get("fooled_rate") is not None:
+        parts.append(f"fooled {num('fooled_rate', 'pct')} of judges")
+    return " · ".join(parts)
