@@ -1,4 +1,4 @@
-"""Training jobs: one `python -m cloneus train` subprocess per job, watched through its progress file.
+"""Training and eval jobs: a `python -m cloneus train` (or `eval`) subprocess each, watched through its progress file.
 
 Why a subprocess: a crash or an out-of-memory error in training cannot take the bot down, and the job outlives
 the bot. It is started with `start_new_session=True`, so a Ctrl-C aimed at the bot does not reach it, and with
@@ -10,7 +10,9 @@ is the source of truth: the manager tails it every `poll_interval_s`, folds the 
 persists that in the store and hands it to a callback (the admin cog edits a Discord message with it). After a
 restart `resume()` re-reads the file of every job the store still calls running and watches it again when its
 pid is alive; a job whose process died without a final event is marked failed with the last line of its log.
-When a job ends with `done`, its final checkpoint is registered in `models.json` under the job's name.
+When a training job ends with `done`, its final checkpoint is registered in `models.json` under the job's name;
+an eval job (`start_eval`, config `kind: eval`) writes the same contract and its summary is recorded on the
+model's entry instead.
 
 Cron schedules (`/admin schedule train`) use apscheduler's `AsyncIOScheduler`; the crontab strings live in the
 store so they survive a restart, and the cog re-adds them with the action to run.
@@ -223,28 +225,64 @@ class JobManager:
                 was started.
         """
         params = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
+
+        async def prepare() -> None:
+            await asyncio.to_thread(self._validate, params)
+            if not params.get("feedback"):  # the feedback trainer reads the consent table itself
+                await self._apply_opt_outs(Path(params["chatlog"]))
+
+        return await self._launch(params, prepare, lambda progress: self.build_command(params, progress), on_progress)
+
+    async def start_eval(self, params: dict[str, Any], on_progress: ProgressCallback | None = None) -> Job:
+        """Launch `python -m cloneus eval` on a registered model's checkpoint; its summary is recorded on the entry.
+
+        Args:
+            params (`dict`): `name` (a registered model) is required; `max_turns` and `max_replies` are optional
+                budgets; `guild_id`, `channel_id`, `message_id` as for `start_training`.
+
+        Raises:
+            `CloneusError`: another job is running, or no such model or checkpoint; nothing was started.
+        """
+        entry = self.registry.get(params["name"])
+        if entry is None:
+            raise CloneusError(f"unknown model {params['name']!r}; registered: {', '.join(self.registry.names())}")
+        if not entry.path.is_dir():
+            raise CloneusError(f"model {entry.name!r}: its checkpoint {entry.ckpt} is not a directory")
+        params = params | {"kind": "eval", "ckpt": str(entry.path)}
+
+        def command(progress: Path) -> list[str]:
+            argv = [sys.executable, "-m", "cloneus", "eval", params["ckpt"], "--progress-file", str(progress)]
+            for option in ("max_turns", "max_replies"):
+                if params.get(option) is not None:
+                    argv += [f"--{option.replace('_', '-')}", str(params[option])]
+            return argv
+
+        return await self._launch(params, None, command, on_progress)
+
+    async def _launch(self, params, prepare, command, on_progress: ProgressCallback | None) -> Job:
+        """One job at a time: check nothing runs, await `prepare()` (if any), add the row, spawn `command(progress
+        file)`, watch."""
         where = {k: params.pop(k) for k in ("guild_id", "channel_id", "message_id") if k in params}
         async with self._start_lock:  # the check and the new row together, or two commands could both pass
             running = await self.store.list_jobs(statuses=list(RUNNING))
             if running:
-                # Two trainings at once would share one GPU (or the CPU cores) and likely both run out of memory.
+                # Two jobs at once would share one GPU (or the CPU cores) and likely both run out of memory.
                 job = running[0]
                 raise CloneusError(f"job {job.id} `{job.name}` is still running; wait or /admin cancel it")
-            await asyncio.to_thread(self._validate, params)
-            if not params.get("feedback"):  # the feedback trainer reads the consent table itself
-                await self._apply_opt_outs(Path(params["chatlog"]))
+            if prepare is not None:
+                await prepare()
             job_id = await self.store.create_job(
                 config=params, run_dir=None, pid=None, status="starting", name=params["name"], **where
             )
         job_dir = self.jobs_dir / f"job-{job_id}"
         job_dir.mkdir(parents=True, exist_ok=True)
         progress_file, log_file = job_dir / "progress.jsonl", job_dir / "train.log"
-        argv = self.build_command(params, progress_file)
+        argv = command(progress_file)
         try:
             proc = await asyncio.to_thread(_spawn, argv, log_file)
         except OSError as e:
-            await self.store.update_job(job_id, status="failed", error=f"could not start training: {e}")
-            raise CloneusError(f"could not start training: {e}") from e
+            await self.store.update_job(job_id, status="failed", error=f"could not start the job: {e}")
+            raise CloneusError(f"could not start the job: {e}") from e
         params = params | {"progress_file": str(progress_file), "log_file": str(log_file)}
         await self.store.update_job(job_id, status="running", pid=proc.pid, config=params)
         logger.info("job %d started (pid %d): %s", job_id, proc.pid, " ".join(argv[1:]))
@@ -306,11 +344,13 @@ class JobManager:
             code = watch.proc.returncode if watch.proc is not None else None
             detail = last_log_line(watch.log_file) or "no output"
             state.final = "error"
-            state.error = f"training exited (code {code}) without a final event: {detail}"
+            state.error = f"the job exited (code {code}) without a final event: {detail}"
         status = {"done": "done", "interrupted": "interrupted", "error": "failed"}[state.final]
         if status == "interrupted" and job.status == "cancelling":
             status = "cancelled"
-        if state.final == "done" and state.final_checkpoint:
+        if state.final == "done" and (job.config or {}).get("kind") == "eval":
+            await asyncio.to_thread(self.registry.record_eval, job.name, state.metrics)
+        elif state.final == "done" and state.final_checkpoint:
             problem = await asyncio.to_thread(checkpoint_problem, state.final_checkpoint)
             if problem is not None:
                 # Only a complete checkpoint is ever registered: the bot would fail to load anything less.

@@ -36,6 +36,7 @@ class ModelEntry(BaseModel):
     desc: str = Field("", description="A short description shown in /model list.")
     ckpt: str = Field(min_length=1, description="The checkpoint directory (loads with Cloneus.from_pretrained).")
     metrics: dict[str, Any] | None = Field(None, description="Eval metrics from training, e.g. eval_perplexity.")
+    eval: dict[str, Any] | None = Field(None, description="The latest `cloneus eval` summary (see /admin eval).")
 
     @property
     def path(self) -> Path:
@@ -142,10 +143,28 @@ class ModelRegistry:
         with self._lock:
             entries = [e for e in self._entries if e.name != name] + [entry]
             default = name if make_default or self._default is None else self._default
-            atomic_write_json(
-                self.path,
-                {"default": default, "models": [e.model_dump(exclude_none=True) for e in entries]},
-            )
-            self._entries, self._default = entries, default
+            self._write(entries, default)
         logger.info("registered model %r -> %s", name, ckpt)
         return entry
+
+    def record_eval(self, name: str, summary: dict[str, Any]) -> ModelEntry:
+        """Keep `summary` (the eval's headline figures) on the entry `name`, replacing any earlier one.
+
+        Raises:
+            `CloneusError`: no entry is registered as `name` (it may have been removed while the eval ran).
+        """
+        with self._lock:
+            old = next((e for e in self._entries if e.name == name), None)
+            if old is None:
+                raise CloneusError(f"no model registered as {name!r}; the eval's figures were not recorded")
+            entry = old.model_copy(update={"eval": summary})
+            self._write([entry if e is old else e for e in self._entries], self._default)
+        logger.info("recorded eval figures of model %r", name)
+        return entry
+
+    def _write(self, entries: list[ModelEntry], default: str | None) -> None:
+        """Rewrite models.json atomically, then adopt the new state (the caller holds the lock)."""
+        atomic_write_json(
+            self.path, {"default": default, "models": [e.model_dump(exclude_none=True) for e in entries]}
+        )
+        self._entries, self._default = entries, default

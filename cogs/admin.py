@@ -1,4 +1,4 @@
-"""`/admin`: export the channel, build the user index, train, watch and cancel jobs, schedule retraining.
+"""`/admin`: export the channel, build the user index, train, evaluate, watch and cancel jobs, schedule retraining.
 
 Every command here needs Manage Server, or the `ADMIN_ROLE` role, or a user id in `ADMIN_IDS`. Discord hides the
 group from other members (`default_permissions`), and `interaction_check` enforces the rule again in code,
@@ -27,6 +27,7 @@ from bot.jobs import RUNNING
 from bot.progress import ProgressState, format_duration
 from bot.render import SAFE_MENTIONS, split_message
 from cloneus.errors import CloneusError
+from cloneus.evaluation.report import summary_line
 
 if TYPE_CHECKING:
     from bot.client import CloneusBot
@@ -90,10 +91,23 @@ def describe_job(job: Job, state: ProgressState | None = None) -> str:
     if state is None:
         state = ProgressState(**job.progress) if job.progress else ProgressState()
     icon = STATUS_ICONS.get(job.status, "⏳")
-    head = f"{icon} Training job {job.id} · `{job.name}` · {job.status}"
+    kind = "Eval" if _is_eval(job) else "Training"
+    head = f"{icon} {kind} job {job.id} · `{job.name}` · {job.status}"
     if job.error:
         head += f"\n{job.error[:1500]}"
     return f"{head}\n`{state.render()}`"
+
+
+def _is_eval(job: Job) -> bool:
+    return (job.config or {}).get("kind") == "eval"
+
+
+def describe_eval(job: Job, state: ProgressState) -> str:
+    """The end-of-eval summary (`summary_line`), or why it failed."""
+    if job.status == "done":
+        figures = summary_line(state.metrics or {})
+        return f"📊 `{job.name}` evaluated: {figures}\nFull report: `eval.html` in `{job.config['ckpt']}`."
+    return f"{STATUS_ICONS.get(job.status, '⏹️')} Eval of `{job.name}` {job.status}: {job.error or 'no result'}."
 
 
 def describe_metrics(job: Job, state: ProgressState) -> str:
@@ -149,9 +163,13 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Export,
         if job.message_id is not None:
             await channel.get_partial_message(job.message_id).edit(content=describe_job(job, state))
         if job.status in FINAL_STATUSES:
-            loss_png = Path(state.run_dir or ".") / "loss.png"
-            file = discord.File(loss_png) if state.run_dir and loss_png.is_file() else None
-            text = describe_metrics(job, state)
+            if _is_eval(job):
+                chart = Path(job.config["ckpt"]) / "eval.png" if job.status == "done" else None
+                text = describe_eval(job, state)
+            else:
+                chart = Path(state.run_dir) / "loss.png" if state.run_dir else None
+                text = describe_metrics(job, state)
+            file = discord.File(chart) if chart is not None and chart.is_file() else None
             await channel.send(content=text, file=file, allowed_mentions=SAFE_MENTIONS)
 
     @app_commands.command(name="export")
@@ -265,6 +283,40 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Export,
         except CloneusError as e:
             await message.edit(content=f"❌ Training `{name}` not started: {e}")
             raise
+
+    async def _model_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice]:
+        names = [n for n in self.bot.registry.names() if current.casefold() in n.casefold()]
+        return [app_commands.Choice(name=n, value=n) for n in names[:25]]
+
+    @app_commands.command(name="eval")
+    @app_commands.describe(
+        model="A registered model (default: the one loaded now)",
+        max_turns="Next-speaker turns scored",
+        max_replies="Replies generated per model (finetuned and base)",
+    )
+    @app_commands.autocomplete(model=_model_autocomplete)
+    async def eval_(
+        self,
+        interaction: discord.Interaction,
+        model: str | None = None,
+        max_turns: app_commands.Range[int, 1] | None = None,
+        max_replies: app_commands.Range[int, 1] | None = None,
+    ) -> None:
+        """Measure how well each member's voice is learned (background job), then post the figures and chart."""
+        default = self.bot.registry.default
+        name = model or self.bot.engine.status().model or (default.name if default else None)
+        if name is None:
+            raise CloneusError("no model registered yet; train one with /admin train")
+        await interaction.response.defer(thinking=True)
+        message = await interaction.channel.send(f"⏳ Evaluating `{name}`: starting…")
+        params = {"name": name, "max_turns": max_turns, "max_replies": max_replies, "guild_id": interaction.guild_id}
+        params |= {"channel_id": message.channel.id, "message_id": message.id}
+        try:
+            job = await self.bot.jobs.start_eval(params, on_progress=self.report_progress)
+        except CloneusError as e:
+            await message.edit(content=f"❌ Eval of `{name}` not started: {e}")
+            raise
+        await interaction.edit_original_response(content=f"📊 Started eval job {job.id} on `{job.name}`.")
 
     async def _job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice]:
         jobs = await self.bot.store.list_jobs(statuses=list(RUNNING))

@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cloneus.errors import CloneusError
+from cloneus.evaluation.report import summary_line
 from cogs.admin import admin_only
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ def perplexity(entry: ModelEntry) -> str:
     if isinstance(metrics.get("eval_loss"), int | float):
         return f"{math.exp(metrics['eval_loss']):.2f}"
     return "?"
+
+
+def eval_figures(entry: ModelEntry | None) -> str:
+    """The entry's latest `/admin eval` figures, or how to get them."""
+    return summary_line(entry.eval) if entry is not None and entry.eval else "not evaluated yet (/admin eval)"
 
 
 class ModelCog(commands.GroupCog, group_name="model", group_description="Which clone model is served"):
@@ -61,6 +67,7 @@ class ModelCog(commands.GroupCog, group_name="model", group_description="Which c
         for entry in entries[:EMBED_FIELDS_LIMIT]:
             marks = ("▶ " if entry.name == current else "") + ("★ " if default and entry.name == default.name else "")
             value = f"{entry.desc or 'no description'}\n`{entry.ckpt}`\neval perplexity: {perplexity(entry)}"
+            value += f"\n{eval_figures(entry)}"
             embed.add_field(name=f"{marks}{entry.name}", value=value[:1024], inline=False)
         await interaction.response.send_message(embed=embed)
 
@@ -87,6 +94,8 @@ class ModelCog(commands.GroupCog, group_name="model", group_description="Which c
         embed.add_field(name="memory", value=f"{status.memory_mb:.0f} MB")
         embed.add_field(name="queue", value=f"{status.queue_depth} / {self.bot.settings.queue_depth}")
         embed.add_field(name="checkpoint", value=f"`{status.checkpoint or '—'}`"[:1024], inline=False)
+        if status.model is not None:
+            embed.add_field(name="eval", value=eval_figures(self.bot.registry.get(status.model))[:1024], inline=False)
         if status.loading:
             embed.add_field(name="ready in", value=f"~{self.bot.engine.loading_eta() or 0:.0f} s")
         if status.error:

@@ -328,13 +328,13 @@ def split_messages(
     messages themselves, which the tokenized cache does not keep. Same steps as `prepare_dataset` up to the split,
     without tokenizing.
     """
-    from cloneus.data.clean import clean_messages
+    from cloneus.data.normalize import clean
     from cloneus.data.readers import read_chat
     from cloneus.data.sessions import silence_hours
     from cloneus.plugins.youtube import YouTubeLinks
 
     path = _check_inputs(cfg, tokenizer, chatlog)
-    frame = clean_messages(read_chat(path), cfg.dataset.cleaning, cfg.dataset.merge_window_minutes).frame
+    frame = clean(read_chat(path, date_format=cfg.dataset.date_format), cfg.dataset).frame
     users = users if users is not None else _load_users(cfg, lambda: frame)
     links = YouTubeLinks.from_env(cfg.youtube)
     try:

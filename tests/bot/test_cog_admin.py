@@ -264,3 +264,55 @@ async def _has_progress(store, job_id: int) -> bool:
 
 def _summary(fake, name: str):
     return next((m for m in fake.messages.values() if m["content"].startswith(f"✅ `{name}` finished")), None)
+
+
+@pytest.fixture(scope="module")
+def evaluable_checkpoint(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model trained two steps on a chat with a held-out split (what /admin eval needs)."""
+    from cloneus.training.trainer import train
+    from tests.evaluation.conftest import write_styled_chat
+    from tests.training.conftest import tiny_config
+
+    root = tmp_path_factory.mktemp("admin-eval")
+    chat = write_styled_chat(root / "chat.csv")
+    return train(tiny_config(tiny_model_dir, root, max_steps=2, save_steps=2), chatlog=chat, run_name="e").checkpoint
+
+
+@pytest.mark.slow
+class TestEval:
+    async def test_eval_runs_as_a_job_posts_figures_and_chart_and_model_list_shows_them(
+        self, drv, evaluable_checkpoint
+    ):
+        drv.bot.jobs.poll_interval_s = POLL_S
+        drv.bot.registry.register("styled", "two steps", evaluable_checkpoint)
+        rec = await admin(drv, "admin eval", model="styled", max_turns=6, max_replies=3)
+        assert "Started eval job" in rec.text and "`styled`" in rec.text
+        job = (await drv.bot.store.list_jobs())[0]
+        assert job.config["kind"] == "eval"
+
+        finished = await until(lambda: _final(drv.bot.store, job.id), timeout=300)
+        assert finished.status == "done", finished.error
+        await drv.wait_for(lambda: drv.fake.history[job.message_id][-1].startswith("✅ Eval job"), timeout=30)
+        summary = await drv.wait_for(lambda: _posted(drv.fake, "📊 `styled` evaluated"), timeout=30)
+        assert [a["filename"] for a in summary["attachments"]] == ["eval.png"]
+        report = json.loads((evaluable_checkpoint / "eval.json").read_text())
+        assert report["split"]["turns"] == 6 and report["split"]["replies"] == 3
+        assert f"next speaker {100 * report['summary']['speaker_top1']:.1f}%" in summary["content"]
+        assert drv.bot.registry.get("styled").eval == pytest.approx(report["summary"])
+
+        listed = await drv.slash("model list")
+        await listed.answered()
+        shown = {f["name"]: f["value"] for f in listed.original["embeds"][0]["fields"]}
+        assert "style attribution" in shown["styled"] and "not evaluated yet" in shown["▶ ★ tiny"]
+        status = await drv.slash("model status")
+        await status.answered()
+        assert "not evaluated yet" in {f["name"]: f["value"] for f in status.original["embeds"][0]["fields"]}["eval"]
+
+    async def test_eval_of_an_unknown_model_starts_nothing(self, drv):
+        rec = await admin(drv, "admin eval", model="nope")
+        assert "unknown model 'nope'" in rec.text
+        assert await drv.bot.store.list_jobs() == []
+
+
+def _posted(fake, prefix: str):
+    return next((m for m in fake.messages.values() if m["content"].startswith(prefix)), None)

@@ -306,3 +306,46 @@ class TestSchedule:
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(POLL_S)
+
+
+class TestEvalJobs:
+    async def test_unknown_model_and_missing_checkpoint_start_nothing(self, store, settings, registry, tmp_path):
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        with pytest.raises(CloneusError, match="unknown model 'nope'"):
+            await jobs.start_eval({"name": "nope"})
+        registry.register("gone", "", tmp_path / "missing-checkpoint")
+        with pytest.raises(CloneusError, match="is not a directory"):
+            await jobs.start_eval({"name": "gone"})
+        assert await store.list_jobs() == []
+
+    async def test_a_failing_eval_ends_failed_with_its_error_and_records_nothing(
+        self, store, settings, registry, tmp_path
+    ):
+        empty = tmp_path / "checkpoint-1"
+        empty.mkdir()
+        registry.register("m1", "", empty)
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        job = await jobs.start_eval({"name": "m1", "max_turns": 5})
+        assert job.config["kind"] == "eval" and job.config["ckpt"] == str(empty)
+        job = await jobs.wait(job.id, timeout=120)
+        assert job.status == "failed" and job.error
+        assert ModelRegistry(settings.models_json).get("m1").eval is None
+
+    async def test_done_records_the_summary_on_the_model_entry(self, store, settings, registry, procs, tmp_path):
+        registry.register("m1", "trained", tmp_path / "checkpoint-4", {"eval_loss": 1.0})
+        proc = stand_in()
+        procs.append(proc)
+        jobs = JobManager(store, settings, registry, poll_interval_s=POLL_S)
+        progress = tmp_path / "eval.jsonl"
+        config = {"kind": "eval", "name": "m1", "ckpt": str(tmp_path / "checkpoint-4"), "progress_file": str(progress)}
+        job_id = await store.create_job(
+            config=config | {"log_file": str(tmp_path / "log")}, run_dir=None, pid=proc.pid, name="m1"
+        )
+        await jobs.resume()
+        summary = {"perplexity": 20.0, "speaker_top1": 0.4, "attribution": 0.3}
+        write_events(progress, {"event": "start", "total": 2}, {"event": "log", "step": 2, "total": 2})
+        write_events(progress, {"event": "done", "checkpoint": config["ckpt"], "metrics": summary})
+        job = await jobs.wait(job_id, timeout=10)
+        assert job.status == "done"
+        entry = ModelRegistry(settings.models_json).get("m1")
+        assert entry.eval == summary and entry.desc == "trained" and entry.metrics == {"eval_loss": 1.0}

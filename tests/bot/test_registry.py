@@ -80,6 +80,18 @@ class TestModelRegistry:
         assert again.get("second").ckpt == str(tmp_path / "c2")
         assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
+    def test_record_eval_keeps_the_entry_and_survives_a_reread(self, tmp_path):
+        path = tmp_path / "models.json"
+        reg = ModelRegistry(path)
+        reg.register("a", "first", tmp_path / "ck", {"eval_loss": 2.0})
+        reg.register("b", "second", tmp_path / "ck2")
+        reg.record_eval("a", {"perplexity": 12.5})
+        again = ModelRegistry(path)
+        assert again.get("a").eval == {"perplexity": 12.5} and again.get("a").metrics == {"eval_loss": 2.0}
+        assert again.names() == ["a", "b"] and again.default.name == "a" and again.get("b").eval is None
+        with pytest.raises(CloneusError, match="no model registered as 'gone'"):
+            reg.record_eval("gone", {})
+
     def test_register_make_default(self, tmp_path):
         reg = ModelRegistry(tmp_path / "m.json")
         reg.register("a", "", "a")
