@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from cloneus.data.prepare_cli import add_date_order_arguments, date_order_overrides
 from cloneus.errors import CloneusError, ConfigError
