@@ -145,11 +145,40 @@ class CloneusBot(commands.Bot):
         elif not self.engine.status().loaded:
             self.engine.start_background_load(default)
 
-    def watches(self, message: discord.Message) -> bool:
-        """Whether `message` feeds the context: in a configured guild, and in the configured channel if any."""
-        if message.guild is None or message.guild.id not in self.settings.guild_ids:
+    def serves(self, channel: discord.abc.GuildChannel | discord.Thread) -> bool:
+        """Whether the bot serves `channel`: in a configured guild, and the configured channel if any (a thread
+        counts as its parent channel)."""
+        if channel.guild is None or channel.guild.id not in self.settings.guild_ids:
             return False
-        return not self.settings.channel_ids or message.channel.id in self.settings.channel_ids
+        channel_id = channel.parent_id if isinstance(channel, discord.Thread) else channel.id
+        return not self.settings.channel_ids or channel_id in self.settings.channel_ids
+
+    def watches(self, message: discord.Message) -> bool:
+        """Whether `message` feeds the context: sent in a channel (or a thread of one) the bot serves."""
+        return message.guild is not None and self.serves(message.channel)
+
+    async def on_thread_create(self, thread: discord.Thread) -> None:
+        """A thread in a served channel gets its own context (keyed by the thread's id), seeded with its starter
+        message; the bot joins it, since Discord only sends a thread's messages to its members."""
+        if not self.serves(thread):
+            return
+        try:
+            await thread.join()
+            starter = thread.starter_message
+            if starter is None and thread.parent is not None:
+                starter = await thread.parent.fetch_message(thread.id)  # a thread started from a message has its id
+        except discord.NotFound:
+            starter = None  # a thread not started from a message
+        except discord.HTTPException as e:
+            logger.warning("could not join or seed thread %d: %s", thread.id, e)
+            return
+        entry = self.context_entry(starter, live=False) if starter is not None else None
+        if entry is not None:
+            author, text, is_clone = entry
+            await self.store.add_context(
+                thread.id, starter.id, author, text, starter.created_at, is_clone, author_id=starter.author.id
+            )
+        logger.info("joined thread %d of channel %d", thread.id, thread.parent_id)
 
     def context_entry(self, message: discord.Message, *, live: bool) -> tuple[str, str, bool] | None:
         """`(author, text, is_clone)` for the context, or None for messages the context skips.

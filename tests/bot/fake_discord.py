@@ -147,6 +147,7 @@ class FakeDiscord:
         self.roles: dict[int, dict[str, Any]] = {}
         self.add_role(self.guild_id, "@everyone", MEMBER_PERMS)
         self.channels: dict[int, dict[str, Any]] = {}
+        self.thread_members: dict[int, set[int]] = {}  # thread id -> user ids who joined
         self.members: dict[int, dict[str, Any]] = {}
         self.emojis: dict[int, dict[str, Any]] = {}
         self.webhooks: dict[int, dict[str, Any]] = {}
@@ -202,6 +203,20 @@ class FakeDiscord:
         self.dispatch("CHANNEL_CREATE", self.channels[cid])
         return cid
 
+    def add_thread(self, parent_id: int, name: str, starter_id: int | None = None, owner: str | None = None) -> int:
+        """A public thread in `parent_id` (from the message `starter_id`, whose id the thread then takes, as on
+        Discord); dispatches THREAD_CREATE. Joins by the bot are recorded in `thread_members`."""
+        tid = starter_id or self.snowflake()
+        owner_id = next((uid for uid, m in self.members.items() if m["user"]["username"] == owner), self.app_id)
+        self.channels[tid] = {"id": str(tid), "type": 11, "guild_id": str(self.guild_id), "name": name,
+                              "parent_id": str(parent_id), "owner_id": str(owner_id), "last_message_id": None,
+                              "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0,
+                              "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                                                  "archive_timestamp": _now_iso(), "locked": False}}  # fmt: skip
+        self.thread_members.setdefault(tid, set())
+        self.dispatch("THREAD_CREATE", {**self.channels[tid], "newly_created": True})
+        return tid
+
     def add_member(self, name: str, *, nick: str | None = None, roles: tuple[int, ...] = (), bot=False) -> int:
         uid = self.snowflake()
         self.members[uid] = self._member(self._user(uid, name, bot=bot), nick, [str(r) for r in roles])
@@ -224,8 +239,10 @@ class FakeDiscord:
     def guild_payload(self) -> dict[str, Any]:
         return {"id": str(self.guild_id), "name": self.guild_name, "icon": None, "owner_id": str(self.app_id),
                 "roles": list(self.roles.values()), "emojis": list(self.emojis.values()), "stickers": [],
-                "features": [], "channels": list(self.channels.values()), "members": list(self.members.values()),
-                "member_count": len(self.members), "large": False, "threads": [], "voice_states": [],
+                "features": [], "channels": [c for c in self.channels.values() if c["type"] != 11],
+                "members": list(self.members.values()),
+                "member_count": len(self.members), "large": False,
+                "threads": [c for c in self.channels.values() if c["type"] == 11], "voice_states": [],
                 "presences": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
                 "premium_tier": 0, "preferred_locale": "en-US", "verification_level": 0, "mfa_level": 0,
                 "default_message_notifications": 0, "explicit_content_filter": 0, "system_channel_flags": 0,

@@ -252,6 +252,11 @@ def remove_reaction(fake, body, files, query, channel_id, message_id, emoji, use
     return 204, None
 
 
+def join_thread(fake, body, files, query, channel_id):
+    fake.thread_members[int(channel_id)].add(fake.app_id)
+    return 204, None
+
+
 def typing(fake, body, files, query, channel_id):
     return 204, None
 
@@ -264,7 +269,7 @@ def get_guild(fake, body, files, query, guild_id):
 
 
 def guild_channels(fake, body, files, query, guild_id):
-    return 200, list(fake.channels.values())
+    return 200, [c for c in fake.channels.values() if c["type"] != 11]
 
 
 def guild_members(fake, body, files, query, guild_id):
@@ -319,6 +324,7 @@ ROUTES = [
         ("PUT", f"/channels/{ID}/messages/{ID}/reactions/([^/]+)/@me", add_own_reaction),
         ("DELETE", f"/channels/{ID}/messages/{ID}/reactions/([^/]+)/([^/]+)", remove_reaction),
         ("POST", f"/channels/{ID}/typing", typing),
+        ("PUT", f"/channels/{ID}/thread-members/@me", join_thread),
         ("GET", f"/guilds/{ID}", get_guild),
         ("GET", f"/guilds/{ID}/channels", guild_channels),
         ("GET", f"/guilds/{ID}/members", guild_members),

@@ -50,6 +50,19 @@ class TestSpeakSeveral:
         await refused(drv, "clone speak", "not authors", authors="alice, bob", new=True)
 
 
+class TestCommandMessages:
+    async def test_a_command_message_never_reaches_a_speak_prompt(self, drv):
+        channel = drv.fake.channel_ids["general"]
+        await drv.post_message("real talk", user="carol")
+        await drv.post_message("!play some song", user="bob")
+        await until(lambda: _len_at_least(drv.bot.store.recent_context(channel, 10), 2))
+        rec = await drv.slash("clone speak", author="alice", max_new_tokens=2)
+        await rec.answered()
+        reply = await recorded(drv, rec.original_id)
+        assert reply.request["history"] == [["carol", "real talk"]]
+        assert "!play" not in await drv.bot.engine.prompt_text(reply.request["history"], "alice", {})
+
+
 class TestScene:
     async def test_the_cast_speaks_in_turn_and_each_turn_sees_the_last(self, drv):
         await set_option(drv, "max_new_tokens", "4")
