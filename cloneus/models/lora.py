@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from cloneus.errors import ConfigError
+from cloneus.library_bars import verbose
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -53,8 +54,11 @@ def peft_model_init() -> Iterator[None]:
 
     peft 0.21's `PeftModel.__init__` reads the base model's `is_gradient_checkpointing`, which transformers 5
     deprecates with a FutureWarning on every read. The value is the same under its new name, so that one warning
-    is ignored here, for this call only; every other warning still shows.
+    is ignored here, for this call only; every other warning still shows, and under `-v` this one too.
     """
+    if verbose():
+        yield
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield

@@ -347,6 +347,20 @@ class TestPrepareCli:
         assert "messages kept" in out and "chunks" in out and "train" in out and "eval" in out
         assert "tokens per chunk" in out and "#" in out
 
+    def test_counts_long_messages_by_what_happened_to_them(self, tmp_path, tiny_model_dir, capsys):
+        rows = chat_rows([4, 5])
+        rows[2] = (rows[2][0], "word " * 400, rows[2][2])
+        chat = write_chat(tmp_path / "chat.csv", rows)
+        config = tmp_path / "cfg.yaml"
+        config.write_text(
+            f"model:\n  model_id: {tiny_model_dir}\ndataset:\n  users_json: {tmp_path / 'users.json'}\n"
+            f"  cache_dir: {tmp_path / 'cache'}\n  min_share: 0\nyoutube:\n  enabled: 'off'\n"
+        )
+        for mode, expected in (("truncate", "1 truncated, 0 dropped"), ("drop", "0 truncated, 1 dropped")):
+            args = ["prepare", "-c", str(config), "-d", str(chat), "--set", "training.chunk_size=128"]
+            assert cli_main([*args, "--set", f"dataset.long_messages={mode}"]) == 0
+            assert f"messages over chunk_size: {expected} (dataset.long_messages)" in capsys.readouterr().out
+
     def test_bad_override_is_a_one_line_error(self, tmp_path, tiny_model_dir, capsys):
         config = tmp_path / "cfg.yaml"
         config.write_text(f"model:\n  model_id: {tiny_model_dir}\n")
