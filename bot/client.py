@@ -28,7 +28,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.clone", "cogs.replies", "cogs.model", "cogs.admin", "cogs.sampling")
+EXTENSIONS = (
+    "cogs.clone",
+    "cogs.replies",
+    "cogs.model",
+    "cogs.admin",
+    "cogs.sampling",
+    "cogs.game",
+)  # game extends /clone
 CLONE_WEBHOOK_SUFFIX = " (clone)"  # webhook clone replies are posted as "<display name> (clone)"
 GENERIC_ERROR = "Something went wrong on my side; the error was logged. Please try again."
 

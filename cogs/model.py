@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.game import model_fidelity, percent
 from cloneus.errors import CloneusError
 from cloneus.evaluation.report import summary_line
 from cogs.admin import admin_only
@@ -96,6 +97,13 @@ class ModelCog(commands.GroupCog, group_name="model", group_description="Which c
         embed.add_field(name="checkpoint", value=f"`{status.checkpoint or '—'}`"[:1024], inline=False)
         if status.model is not None:
             embed.add_field(name="eval", value=eval_figures(self.bot.registry.get(status.model))[:1024], inline=False)
+            rates = await model_fidelity(self.bot.store, status.model)
+            embed.add_field(
+                name="Real or clone? (human fidelity)",
+                value=f"fooled {percent(rates.fooled_rate)} of {rates.clone_votes} votes · real judged real "
+                f"{percent(rates.real_rate)} of {rates.real_votes}",
+                inline=False,
+            )
         if status.loading:
             embed.add_field(name="ready in", value=f"~{self.bot.engine.loading_eta() or 0:.0f} s")
         if status.error:

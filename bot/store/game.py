@@ -183,6 +183,13 @@ class GameTables(StoreBase):
             by_round.setdefault(v["round_id"], []).append(_vote(v))
         return [(_round(r), by_round.get(r["id"], [])) for r in rounds]
 
+    async def game_rounds_with_votes(self, game_id: int) -> list[tuple[GameRound, list[GameVote]]]:
+        """The revealed rounds of one game with their votes (its scoreboard)."""
+        rows = await self._fetchall(
+            "SELECT * FROM game_rounds WHERE game_id = ? AND revealed_at IS NOT NULL ORDER BY id", (game_id,)
+        )
+        return [(_round(r), await self.round_votes(r["id"])) for r in rows]
+
     async def model_game_votes(self, model: str) -> list[tuple[GameRound, list[GameVote]]]:
         """Revealed rounds played with `model` (its clone replies and the real messages beside them), in every
         guild, with their votes (for `/model status`)."""

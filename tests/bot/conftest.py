@@ -23,7 +23,8 @@ Driver (all coroutines; `user` is a member name or id, `channel` a channel name 
 - `await drv.autocomplete("clone speak", "author", "al")` → the choices list.
 - `await drv.context_menu("Regenerate", message_id, user=...)` → `InteractionRecord`.
 - `await drv.post_message("hi", user="alice")` (MESSAGE_CREATE) → the message dict; `await drv.react(message_id,
-  "👍", user="bob")`; `await drv.click(message_id, "Next", user=...)` presses a button → `InteractionRecord`.
+  "👍", user="bob")`; `await drv.click(message_id, "Next", user=...)` presses a button (by label or custom id;
+  `values=[...]` picks in a select) → `InteractionRecord`.
 - `await drv.wait_for(predicate, timeout)`; `drv.fake`, `drv.bot`, `drv.settings` for everything else.
 """
 
@@ -250,14 +251,19 @@ class Driver:
                 "guild_id": str(self.fake.guild_id), "resolved": {"messages": {str(message_id): message}}}  # fmt: skip
         return await self._send(self._base_payload(2, data, user, channel or int(message["channel_id"]), perms))
 
-    async def click(self, message_id: int, label: str, *, user: str | int = "alice") -> InteractionRecord:
-        """Press the button labelled `label` on a message (a component INTERACTION_CREATE)."""
+    async def click(self, message_id: int, label: str, *, user: str | int = "alice",
+                    values: list[str] | None = None) -> InteractionRecord:  # fmt: skip
+        """Press the button labelled `label` (or with that custom id) on a message, or pick `values` in the select
+        with that custom id (a component INTERACTION_CREATE)."""
         message = self.fake.messages[int(message_id)]
-        buttons = [c for row in message["components"] for c in row.get("components", [])]
-        button = next((b for b in buttons if b.get("label") == label), None)
-        if button is None:
-            raise LookupError(f"message {message_id} has no button {label!r}; has {[b.get('label') for b in buttons]}")
-        data = {"custom_id": button["custom_id"], "component_type": 2}
+        components = [c for row in message["components"] for c in row.get("components", [])]
+        component = next((c for c in components if label in (c.get("label"), c.get("custom_id"))), None)
+        if component is None:
+            known = [c.get("label") or c.get("custom_id") for c in components]
+            raise LookupError(f"message {message_id} has no component {label!r}; has {known}")
+        data = {"custom_id": component["custom_id"], "component_type": component["type"]}
+        if values is not None:
+            data["values"] = values
         payload = self._base_payload(3, data, user, int(message["channel_id"]), None)
         return await self._send(payload | {"message": message})
 
