@@ -315,7 +315,7 @@ class CloneCog(commands.GroupCog, group_name="clone", group_description="Talk to
             await interaction.response.send_message("The context of this channel is empty.", ephemeral=True)
             return
         lines = "\n".join(f"{author}: {text}" for author, text in history)
-        pieces = split_message(f"The {len(history)} messages the clones see, as the model reads them:\n{lines}")
+        pieces = split_message(f"What the clones see here, as the model reads it (turns: {len(history)}):\n{lines}")
         await interaction.response.send_message(pieces[0], ephemeral=True, allowed_mentions=SAFE_MENTIONS)
         for piece in pieces[1:]:
             await interaction.followup.send(piece, ephemeral=True, allowed_mentions=SAFE_MENTIONS)

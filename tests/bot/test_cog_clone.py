@@ -190,6 +190,18 @@ class TestSayasAndContext:
         await show.answered()
         assert "bob: I never said that" in show.text and show.ephemeral
 
+    async def test_show_lists_what_the_model_reads(self, drv):
+        drv.fake.user_ids["jukebox"] = drv.fake.add_member("jukebox", bot=True)
+        for user, text in (("alice", "first"), ("jukebox", "Now playing"), ("alice", "second"), ("bob", "/shrug")):
+            await drv.post_message(text, user=user)
+        channel = drv.fake.channel_ids["general"]
+        await until(lambda: _count(drv.bot.store.recent_context(channel, 10), 4))
+        show = await drv.slash("clone context show", user="carol")
+        await show.answered()
+        # Another bot's message and a command are not context; alice's two messages are one burst, under the
+        # name the model's index gives her.
+        assert show.text.endswith("as the model reads it (turns: 1):\nalice: first\nsecond")
+
     async def test_sayas_unknown_author_is_refused(self, drv):
         rec = await drv.slash("clone sayas", author="mallory", text="hi")
         await rec.answered()
@@ -327,6 +339,11 @@ async def test_other_commands_are_answered_while_a_reply_generates(drv):
     await status.answered()
     assert await drv.bot.store.get_reply(speak.original_id) is None  # the reply is still being written
     await recorded(drv, speak.original_id)
+
+
+async def _count(rows, n: int):
+    rows = await rows
+    return rows if len(rows) == n else None
 
 
 async def _two(rows):
