@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import Trainer
 
-from cloneus.training.rundir import STAGING_PREFIX
+from cloneus.io import TMP_PREFIX
 
 
 def publish_checkpoint(staged: Path, target: Path) -> None:
@@ -27,7 +27,7 @@ def publish_checkpoint(staged: Path, target: Path) -> None:
     A folder cannot be renamed over a non-empty one, so an existing `target` (a re-save after resuming from an
     earlier step) is first moved to a `.tmp-` name; at every moment `target` is absent, the old or the new save.
     """
-    old = target.parent / f"{STAGING_PREFIX}old-{target.name}"
+    old = target.parent / f"{TMP_PREFIX}old-{target.name}"
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
@@ -63,7 +63,7 @@ class StagedCheckpoints:
 
         run_dir = Path(self._get_output_dir(trial))
         name = f"checkpoint-{self.state.global_step}"
-        staging_root = run_dir / f"{STAGING_PREFIX}{name}"
+        staging_root = run_dir / f"{TMP_PREFIX}{name}"
         self._staging_root = staging_root
         try:
             # Rotation inside the staging folder sees only this checkpoint, so it deletes nothing there.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloneus.errors import CloneusError
-from cloneus.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cloneus.io import TMP_PREFIX, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from cloneus.config import CloneusConfig
@@ -42,7 +42,6 @@ USERS_FILE = "users.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TRAINER_STATE = "trainer_state.json"
-STAGING_PREFIX = ".tmp-"
 
 
 def default_run_name() -> str:
@@ -179,7 +178,7 @@ class RunDir:
 
     def remove_staging(self) -> None:
         """Delete `.tmp-*` folders left by a save that was killed; only one process trains a run at a time."""
-        for leftover in self.path.glob(f"{STAGING_PREFIX}*"):
+        for leftover in self.path.glob(f"{TMP_PREFIX}*"):
             if leftover.is_dir():
                 logger.info("removing %s, left by an interrupted checkpoint save", leftover)
                 shutil.rmtree(leftover)
