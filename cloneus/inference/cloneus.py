@@ -64,9 +64,8 @@ def _formatting(config: CloneusConfig, users: UserIndex, tokenizer: PreTrainedTo
     from cloneus.inference.stopping import TextStops
 
     formatter = ChatFormatter(tokenizer, config.format, config.prompt, users)
-    specials = list(tokenizer.all_special_tokens)
-    specials += [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
-    return formatter, TextStops(formatter.stop_strings() + specials)
+    # The strings removed from chat text are the ones a reply must never contain either.
+    return formatter, TextStops(formatter.stop_strings() + formatter.control.tokens)
 
 
 def _model_context(backend: Any) -> int | None:
