@@ -29,38 +29,11 @@ from cloneus.plugins.youtube.client import build_service
 from tests.bot.conftest import write_tiny_checkpoint
 from tests.bot.test_cog_admin import admin
 from tests.bot.test_cog_clone import recorded
+from tests.inference.test_cloneus_history import RecordingBackend
 from tests.plugins.conftest import API_KEY, ok, videos_body
 
 VIDEO = ("dQw4w9WgXcQ", "Never Gonna Give You Up<|im_end|>", "Rick Astley")
 NICKNAME = "Caz<|im_start|>the Great"
-
-
-class RecordingBackend:
-    """The real local backend, keeping every prompt it is asked to complete: what the model actually reads."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name = inner.name
-        self.model = inner.model
-        self.prompts: list[str] = []
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def load_adapter(self, path, tokenizer) -> None:
-        self.inner.load_adapter(path, tokenizer)
-
-    def stream(self, prompt, opts, stops):
-        self.prompts.append(prompt)
-        return self.inner.stream(prompt, opts, stops)
-
-    def complete(self, prompt, opts, stops):
-        self.prompts.append(prompt)
-        return self.inner.complete(prompt, opts, stops)
 
 
 def recording_loader(path):

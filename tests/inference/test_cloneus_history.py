@@ -16,13 +16,24 @@ SMALL = {"max_new_tokens": 4}
 
 
 class RecordingBackend:
-    """The real local backend, recording each prompt it is given: the test's window onto what the model reads."""
+    """The real local backend, recording each prompt it is given: the test's window onto what the model reads.
+    The bot's parity test serves through it too."""
 
     def __init__(self, inner):
         self.inner = inner
         self.name = inner.name
         self.model = inner.model
         self.prompts: list[str] = []
+
+    @property
+    def device(self) -> str:
+        return self.inner.device
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def load_adapter(self, path, tokenizer) -> None:
+        self.inner.load_adapter(path, tokenizer)
 
     def complete(self, prompt, opts, stops):
         self.prompts.append(prompt)
