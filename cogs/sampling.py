@@ -13,6 +13,7 @@ command.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from discord.ext import commands
 
 from bot.speakers import Speakers, parse_names
 from cloneus.errors import CloneusError
-from cogs.admin import is_admin
+from cogs.admin import admin_only, is_admin
 
 if TYPE_CHECKING:
     from bot.client import CloneusBot
@@ -39,6 +40,9 @@ BOT_SETTINGS = {
     "webhook": "on | off — post clone replies through a webhook with the member's name and avatar",
 }
 AUTOREPLY_TRIGGERS = ("any", "mention", "opted-in")
+WORD_KEYS = frozenset({"banned_words", "word_bias"})  # stored as word rules, set with /sampling words
+PROFILE_NAME = re.compile(r"^[\w \-]{1,32}$")
+MAX_WORD_RULES = 50  # per channel; each word adds up to four token sequences to every generation
 NONE_WORDS = frozenset({"none", "off", "clear"})
 LURK = re.compile(r"^lurk(?:[:( ]\s*([0-9.]+)\s*\)?)?$")
 DEFAULT_LURK_THRESHOLD = 0.5
@@ -91,6 +95,34 @@ def parse_autoreply(raw: str) -> str:
     return f"lurk:{threshold:g}"
 
 
+def parse_boosts(raw: str) -> dict[str, float]:
+    """`"pizza:+2, no way:-1.5"` → `{"pizza": 2.0, "no way": -1.5}`.
+
+    Raises:
+        `CloneusError`: an entry without `word:number`, naming it.
+    """
+    out = {}
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        word, sep, number = entry.rpartition(":")
+        try:
+            bias = float(number)
+        except ValueError:
+            bias = None
+        if not sep or not word.strip() or bias is None:
+            raise CloneusError(f"boost entry {entry!r}: expected word:number, e.g. pizza:+2 or meh:-1.5")
+        out[word.strip()] = bias
+    return out
+
+
+def describe_profile(profile: dict[str, Any]) -> str:
+    """`preset mp, temperature=0.6` (or `model defaults`)."""
+    parts = [f"preset {profile['preset']}"] if profile.get("preset") else []
+    parts += [f"{k}={v!r}" for k, v in sorted((profile.get("sampling") or {}).items())]
+    return ", ".join(parts) or "model defaults"
+
+
 def autoreply_mode(setting: str | None) -> str | tuple[str, float] | None:
     """The stored auto-reply setting as a `predict_author` mode: None (off), 'weighted', or ('lurk', t)."""
     if not setting or setting == "off":
@@ -128,6 +160,10 @@ async def request_sampling(
         else:
             logger.warning("channel %d uses preset %r, which no longer exists; ignoring it", channel_id, name)
     values.update(settings.get("sampling") or {})
+    rules = await store.word_rules(channel_id)
+    if rules:
+        values["banned_words"] = [r.word for r in rules if r.bias is None]
+        values["word_bias"] = {r.word: r.bias for r in rules if r.bias is not None}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return validate_sampling(values)
 
@@ -197,6 +233,8 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
                 raise CloneusError(f"webhook={value!r}: expected on or off")
             shown = WEBHOOK_WORDS[value.strip().lower()]
             await self.bot.store.set_channel_setting(channel_id, key, shown)
+        elif key in WORD_KEYS:
+            raise CloneusError(f"{key} is set with /sampling words ban:... boost:..., per channel")
         elif key in sampling_fields():
             current = (await self.bot.store.get_channel_settings(channel_id)).get("sampling") or {}
             stored = validate_sampling(current | {key: value})
@@ -229,11 +267,118 @@ class SamplingCog(commands.GroupCog, group_name="sampling", group_description="G
         options = ", ".join(f"{k}={v!r}" for k, v in presets[name].model_dump(exclude_unset=True).items())
         await interaction.response.send_message(f"Preset `{name}` is now used here ({options or 'defaults'}).")
 
+    @app_commands.command(name="words")
+    @app_commands.describe(
+        ban='Words or phrases never generated, comma-separated: "darn, no way"',
+        boost='Weighted words, comma-separated word:bias (-20 to 20): "pizza:+2, meh:-1.5"',
+        clear="Remove every word rule of this channel",
+    )
+    async def words(
+        self, interaction: discord.Interaction, ban: str | None = None, boost: str | None = None, clear: bool = False
+    ) -> None:
+        """Show this channel's banned and weighted words, or change them (changing needs Manage Messages)."""
+        channel_id = interaction.channel_id
+        if ban is None and boost is None and not clear:
+            rules = await self.bot.store.word_rules(channel_id)
+            banned = ", ".join(r.word for r in rules if r.bias is None) or "none"
+            weighted = ", ".join(f"{r.word}:{r.bias:+g}" for r in rules if r.bias is not None) or "none"
+            await interaction.response.send_message(f"Banned: {banned}\nWeighted: {weighted}", ephemeral=True)
+            return
+        await channel_moderator(interaction)
+        if clear and (ban is not None or boost is not None):
+            raise CloneusError("clear:true removes every rule; give ban/boost in a second command")
+        if clear:
+            removed = await self.bot.store.clear_word_rules(channel_id)
+            await interaction.response.send_message(f"Removed {removed} word rules from this channel.")
+            return
+        banned = [w.strip() for w in (ban or "").split(",") if w.strip()]
+        weighted = parse_boosts(boost or "")
+        validate_sampling({"banned_words": banned, "word_bias": weighted})
+        existing = {r.word for r in await self.bot.store.word_rules(channel_id)}
+        if len(existing | set(banned) | set(weighted)) > MAX_WORD_RULES:
+            raise CloneusError(f"at most {MAX_WORD_RULES} word rules per channel; /sampling words clear:true first")
+        if not banned and not weighted:
+            raise CloneusError('name at least one word: ban:"a, b" or boost:"x:+2"')
+        await self.bot.store.set_word_rules(channel_id, banned, weighted)
+        parts = [f"banned {', '.join(banned)}"] if banned else []
+        parts += [f"weighted {', '.join(f'{w}:{b:+g}' for w, b in weighted.items())}"] if weighted else []
+        await interaction.response.send_message(f"Word rules of this channel: {'; '.join(parts)}.")
+
+    async def _profile_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice]:
+        names = await self.bot.store.list_profiles(interaction.guild_id or 0)
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
+
+    @app_commands.command(name="save")
+    @app_commands.describe(
+        name="Profile name (1-32 letters, digits, spaces, - or _)",
+        default="Admins: write this channel's settings as the loaded checkpoint's defaults instead",
+        overwrite="Replace a profile (or checkpoint defaults) that already exists",
+    )
+    async def save(
+        self, interaction: discord.Interaction, name: str | None = None, default: bool = False, overwrite: bool = False
+    ) -> None:
+        """Save this channel's preset and options as a named profile of the server (or as checkpoint defaults)."""
+        if default:
+            await self._save_default(interaction, overwrite)
+            return
+        await channel_moderator(interaction)
+        if name is None or not PROFILE_NAME.match(name.strip()):
+            raise CloneusError(f"name={name!r}: 1-32 characters of letters, digits, spaces, - or _")
+        name = name.strip()
+        settings = await self.bot.store.get_channel_settings(interaction.channel_id)
+        profile = {k: settings[k] for k in ("preset", "sampling") if settings.get(k)}
+        if not overwrite and await self.bot.store.get_profile(interaction.guild_id, name) is not None:
+            raise CloneusError(f"profile {name!r} already exists; add overwrite:true to replace it")
+        await self.bot.store.save_profile(interaction.guild_id, name, profile, interaction.user.id)
+        await interaction.response.send_message(f"Saved profile `{name}`: {describe_profile(profile)}.")
+
+    async def _save_default(self, interaction: discord.Interaction, overwrite: bool) -> None:
+        """Write the channel's options, over the checkpoint's current defaults, into its generation_config.json."""
+        from cloneus.inference.checkpoint import GENERATION_CONFIG_FILE, save_sampling_defaults
+
+        await admin_only(interaction)
+        model = self.bot.engine.ready_model()
+        if model.checkpoint is None:
+            raise CloneusError("the loaded model has no checkpoint directory to write defaults into")
+        if not overwrite and (model.checkpoint / GENERATION_CONFIG_FILE).is_file():
+            raise CloneusError(
+                f"`{model.checkpoint / GENERATION_CONFIG_FILE}` exists; add overwrite:true to replace its defaults"
+            )
+        values = await request_sampling(self.bot.store, interaction.channel_id)
+        options = model.sampling_defaults.merged(**values)
+        file = await asyncio.to_thread(save_sampling_defaults, model.checkpoint, options, overwrite=overwrite)
+        await interaction.response.send_message(
+            f"Wrote this channel's options as the defaults of `{file}` (used from the next load of the checkpoint)."
+        )
+
+    @app_commands.command(name="load")
+    @app_commands.check(channel_moderator)
+    @app_commands.describe(name="A profile saved with /sampling save")
+    @app_commands.autocomplete(name=_profile_autocomplete)
+    async def load(self, interaction: discord.Interaction, name: str) -> None:
+        """Use a saved profile in this channel (replaces its preset and options)."""
+        profile = await self.bot.store.get_profile(interaction.guild_id, name)
+        if profile is None:
+            known = ", ".join(await self.bot.store.list_profiles(interaction.guild_id)) or "none saved yet"
+            raise CloneusError(f"no profile {name!r} in this server; profiles: {known}")
+        validate_sampling(profile.get("sampling") or {})
+        for key in ("preset", "sampling"):
+            await self.bot.store.set_channel_setting(interaction.channel_id, key, profile.get(key))
+        await interaction.response.send_message(f"Loaded profile `{name}` here: {describe_profile(profile)}.")
+
+    @app_commands.command(name="profiles")
+    async def profiles(self, interaction: discord.Interaction) -> None:
+        """The sampling profiles saved in this server."""
+        profiles = await self.bot.store.list_profiles(interaction.guild_id or 0)
+        lines = [f"`{n}`: {describe_profile(p)}" for n, p in profiles.items()] or ["none yet; /sampling save name:…"]
+        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+
     @app_commands.command(name="reset")
     @app_commands.check(channel_moderator)
     async def reset(self, interaction: discord.Interaction) -> None:
-        """Forget this channel's preset, overrides, auto-reply and webhook settings."""
+        """Forget this channel's preset, overrides, auto-reply, webhook settings and word rules."""
         await self.bot.store.reset_channel_settings(interaction.channel_id)
+        await self.bot.store.clear_word_rules(interaction.channel_id)
         await interaction.response.send_message("Sampling settings of this channel reset to the model defaults.")
 
 

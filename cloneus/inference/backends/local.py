@@ -186,6 +186,7 @@ class LocalBackend:
         from transformers import StoppingCriteriaList
 
         from cloneus.inference.sampling import build_logits_processor, generation_kwargs
+        from cloneus.inference.sampling.words import word_generation_kwargs
 
         prompt_length = rows.shape[1]
         processors = build_logits_processor(
@@ -209,6 +210,7 @@ class LocalBackend:
                 eos_token_id=self.eos_token_ids,
                 pad_token_id=self.pad_token_id,
                 **generation_kwargs(opts),
+                **word_generation_kwargs(opts, self.tokenizer),
             )  # (B, prompt + new)
         return out
 

@@ -183,6 +183,7 @@ class OpenAIBackend:
             "stop": stops.by_priority[:limit] if limit is not None else stops.by_priority,
             "stream": True,
             **request_fields(opts, self.server_kind, plugin=self.sampler_plugin),
+            **self._word_fields(opts),
         }
         if self.server_kind == "vllm":
             # The prompt text already holds any BOS the chat template writes; special tokens stay in the text so
@@ -191,6 +192,16 @@ class OpenAIBackend:
             if self.sampler_plugin and plugin_needed(opts, self.server_kind):
                 body["vllm_xargs"] = {PLUGIN_XARG: json.dumps(opts.model_dump(mode="json"))}
         return body
+
+    def _word_fields(self, opts: SamplingOptions) -> dict[str, Any]:
+        """`logit_bias` for the word rules (banned and weighted words); nothing when there are none."""
+        if not opts.banned_words and not opts.word_bias:
+            return {}
+        if self.tokenizer is None:
+            raise CloneusError("word rules need the checkpoint's tokenizer to find their token ids; none was given")
+        from cloneus.inference.sampling.words import logit_bias
+
+        return {"logit_bias": logit_bias(opts, self.tokenizer)}
 
     def _raw_stream(self, prompt: str, opts: SamplingOptions, stops: TextStops) -> Iterator[str]:
         """The reply text so far, after each event; stops (closing the request) once a stop string appears."""

@@ -41,6 +41,7 @@ SAMPLER_NAMES = frozenset(DEFAULT_SAMPLER_PRIORITY)
 # The samplers `temperature_last` moves behind the truncation samplers, as in webui.
 TEMPERATURE_SAMPLERS: tuple[str, ...] = ("temperature", "dynamic_temperature", "quadratic_sampling")
 SEED_MAX = 2**63 - 1
+WORD_BIAS_MAX = 20.0  # logits rarely spread more than ~20 apart, so ±20 already forces or forbids a word
 
 
 class SamplingOptions(BaseModel):
@@ -107,6 +108,13 @@ class SamplingOptions(BaseModel):
         DEFAULT_SAMPLER_PRIORITY, description="Order the samplers run in; unnamed ones run first, in default order."
     )
 
+    banned_words: tuple[str, ...] = Field(
+        (), description="Words and phrases never generated, in every tokenisation (leading space, capitalised)."
+    )
+    word_bias: dict[str, float] = Field(
+        {}, description=f"Word or phrase → logit bias in [-{WORD_BIAS_MAX:g}, {WORD_BIAS_MAX:g}], every tokenisation."
+    )
+
     @field_validator("mirostat_mode")
     @classmethod
     def _only_mirostat_v2(cls, value: int) -> int:
@@ -126,6 +134,23 @@ class SamplingOptions(BaseModel):
                 raise ValueError(f'expected a JSON list of strings such as ["\\n", ":"], got {value!r}') from None
         if isinstance(value, (list, tuple)) and any(not isinstance(s, str) or not s for s in value):
             raise ValueError(f"every sequence breaker must be a non-empty string, got {list(value)!r}")
+        return value
+
+    @field_validator("banned_words")
+    @classmethod
+    def _check_banned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not w.strip() for w in value):
+            raise ValueError(f"every banned word must be non-empty, got {list(value)!r}")
+        return value
+
+    @field_validator("word_bias")
+    @classmethod
+    def _check_bias(cls, value: dict[str, float]) -> dict[str, float]:
+        for word, bias in value.items():
+            if not word.strip():
+                raise ValueError("a weighted word must be non-empty")
+            if not -WORD_BIAS_MAX <= bias <= WORD_BIAS_MAX:
+                raise ValueError(f"bias {bias:g} of {word!r} is outside [-{WORD_BIAS_MAX:g}, {WORD_BIAS_MAX:g}]")
         return value
 
     @field_validator("sampler_priority", mode="before")
