@@ -10,7 +10,7 @@ import base64
 from html import escape
 from typing import Any
 
-from cloneus.evaluation.report import SURFACE_COLUMNS, _num, _pick, pct
+from cloneus.evaluation.report import SURFACE_COLUMNS, member_value, number, pct
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -52,16 +52,16 @@ def _member_table(report: dict[str, Any]) -> str:
             _row(
                 [
                     escape(member or "overall"),
-                    _num(_pick(ppl.get("finetuned"), member, "perplexity"), "{:.2f}"),
-                    _num(_pick(ppl.get("base"), member, "perplexity"), "{:.2f}"),
-                    pct(_pick(spk.get("finetuned"), member, "top1")),
-                    pct(_pick(spk.get("base"), member, "top1")),
-                    pct(_pick(spk.get("most_frequent"), member, "top1")),
-                    pct(_pick(spk.get("finetuned"), member, "top3")),
-                    pct(_pick(attr.get("real"), member, "accuracy")),
-                    pct(_pick(attr.get("finetuned"), member, "accuracy")),
-                    pct(_pick(attr.get("base"), member, "accuracy")),
-                    str(_pick(attr.get("finetuned"), member, "n") or 0),
+                    number(member_value(ppl.get("finetuned"), member, "perplexity"), "{:.2f}"),
+                    number(member_value(ppl.get("base"), member, "perplexity"), "{:.2f}"),
+                    pct(member_value(spk.get("finetuned"), member, "top1")),
+                    pct(member_value(spk.get("base"), member, "top1")),
+                    pct(member_value(spk.get("most_frequent"), member, "top1")),
+                    pct(member_value(spk.get("finetuned"), member, "top3")),
+                    pct(member_value(attr.get("real"), member, "accuracy")),
+                    pct(member_value(attr.get("finetuned"), member, "accuracy")),
+                    pct(member_value(attr.get("base"), member, "accuracy")),
+                    str(member_value(attr.get("finetuned"), member, "n") or 0),
                 ]
             )
         )
@@ -75,7 +75,7 @@ def _surface_table(report: dict[str, Any]) -> str:
     for member in [None, *report["members"]]:
         for name, stats in report["surface"].items():
             s = stats if member is None else stats["members"].get(member, {"n": 0})
-            cells = [_num(s.get(key), spec) for key, _, spec in SURFACE_COLUMNS]
+            cells = [number(s.get(key), spec) for key, _, spec in SURFACE_COLUMNS]
             rows.append(_row([escape(name), escape(member or "all"), str(s["n"]), *cells], text_cols=2))
     return "<table>" + "".join(rows) + "</table>"
 

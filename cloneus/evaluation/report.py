@@ -23,13 +23,15 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _num(x: float | None, spec: str) -> str:
+def number(x: float | None, spec: str) -> str:
+    """`x` as a percentage (`spec` "pct") or with a format spec; "-" when missing."""
     if x is None:
         return "-"
     return pct(x) if spec == "pct" else spec.format(x)
 
 
-def _pick(section: dict[str, Any] | None, member: str | None, key: str) -> float | None:
+def member_value(section: dict[str, Any] | None, member: str | None, key: str) -> float | None:
+    """`key` of one model's section, overall (`member` None) or for one member; None when absent."""
     if not section:
         return None
     if member is None:
@@ -50,18 +52,20 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'top3 ft':>8} {'attr real':>9} {'attr ft':>8} {'attr base':>9}",
     ]
     for member in [None, *report["members"]]:
-        ppl_ft, ppl_base = (
-            _pick(ppl.get("finetuned"), member, "perplexity"),
-            _pick(ppl.get("base"), member, "perplexity"),
-        )
+        ppl_ft = member_value(ppl.get("finetuned"), member, "perplexity")
+        ppl_base = member_value(ppl.get("base"), member, "perplexity")
+        rates = [
+            (spk.get("finetuned"), "top1", 8),
+            (spk.get("base"), "top1", 9),
+            (spk.get("most_frequent"), "top1", 9),
+            (spk.get("finetuned"), "top3", 8),
+            (attr.get("real"), "accuracy", 9),
+            (attr.get("finetuned"), "accuracy", 8),
+            (attr.get("base"), "accuracy", 9),
+        ]
+        cells = " ".join(f"{pct(member_value(section, member, key)):>{width}}" for section, key, width in rates)
         lines.append(
-            f"{(member or 'overall')[:16]:<16} {_num(ppl_ft, '{:.2f}'):>8} {_num(ppl_base, '{:.2f}'):>8} "
-            f"{pct(_pick(spk.get('finetuned'), member, 'top1')):>8} {pct(_pick(spk.get('base'), member, 'top1')):>9} "
-            f"{pct(_pick(spk.get('most_frequent'), member, 'top1')):>9} "
-            f"{pct(_pick(spk.get('finetuned'), member, 'top3')):>8} "
-            f"{pct(_pick(attr.get('real'), member, 'accuracy')):>9} "
-            f"{pct(_pick(attr.get('finetuned'), member, 'accuracy')):>8} "
-            f"{pct(_pick(attr.get('base'), member, 'accuracy')):>9}"
+            f"{(member or 'overall')[:16]:<16} {number(ppl_ft, '{:.2f}'):>8} {number(ppl_base, '{:.2f}'):>8} {cells}"
         )
     if "skipped" in attr:
         lines.append(f"style attribution skipped: {attr['skipped']}")
@@ -70,7 +74,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'text':<10} {'n':>5} " + " ".join(f"{label:>{max(6, len(label))}}" for _, label, _ in SURFACE_COLUMNS),
     ]
     for name, stats in report["surface"].items():
-        cells = [f"{_num(stats[key], spec):>{max(6, len(label))}}" for key, label, spec in SURFACE_COLUMNS]
+        cells = [f"{number(stats[key], spec):>{max(6, len(label))}}" for key, label, spec in SURFACE_COLUMNS]
         lines.append(f"{name:<10} {stats['n']:>5} " + " ".join(cells))
     for sample in report["samples"][:SAMPLES_SHOWN]:
         lines.append("")
@@ -87,7 +91,7 @@ def summary_line(summary: dict[str, Any]) -> str:
     """The headline figures in one line for chat: perplexity, next speaker, attribution, each beside its reference."""
 
     def num(key: str, spec: str = "{:.1f}") -> str:
-        return _num(summary.get(key), spec)
+        return number(summary.get(key), spec)
 
     ppl = f"perplexity {num('perplexity')}"
     if summary.get("perplexity_base") is not None:

@@ -74,11 +74,48 @@ def _replies(clone: Any, conversations: Sequence[Conversation], moments: Sequenc
     return replies
 
 
-def _score_model(clone, model, conversations, ppl_conversations, turns, moments, members, progress) -> dict:
+@dataclass(frozen=True)
+class Selection:
+    """What every model is scored on: the same conversations, turns and reply moments."""
+
+    members: list[str]
+    conversations: list[Conversation]
+    perplexity_conversations: list[Conversation]
+    turns: list[Moment]
+    moments: list[Moment]
+    train_messages: list[tuple[str, str]]
+    held_out_conversations: int
+
+
+def _select(clone: Any, checkpoint: Path, chatlog, max_conversations: int, max_turns: int, max_replies: int):
+    from cloneus.data.dataset import prepare_dataset, split_messages
+
+    data = prepare_dataset(clone.config, clone.tokenizer, chatlog, clone.users)
+    if data.eval is None or not data.eval_conversations:
+        raise CloneusError(
+            f"{checkpoint}: its config holds out no conversations (dataset.eval_frac="
+            f"{clone.config.dataset.eval_frac}); nothing to evaluate"
+        )
+    train_messages, _ = split_messages(clone.config, clone.tokenizer, chatlog, clone.users)
+    members = [u.display_name for u in clone.users.trainable()]  # most training messages first
+    conversations = cloneable_conversations(data.eval_conversations, members)
+    return Selection(
+        members=members,
+        conversations=conversations,
+        perplexity_conversations=conversations[:max_conversations],
+        turns=speaker_turns(conversations, members, max_turns),
+        moments=reply_moments(conversations, members, max_replies),
+        train_messages=train_messages,
+        held_out_conversations=len(data.eval_conversations),
+    )
+
+
+def _score_model(clone: Any, model: Any, sel: Selection, progress: Progress) -> dict[str, Any]:
+    ppl = perplexity_by_member(model, clone.formatter, sel.perplexity_conversations, sel.members, progress.tick)
     return {
-        "perplexity": perplexity_by_member(model, clone.formatter, ppl_conversations, members, progress.tick),
-        "next_speaker": next_speaker(clone, conversations, turns, members, progress.tick),
-        "replies": _replies(clone, conversations, moments, progress),
+        "perplexity": ppl,
+        "next_speaker": next_speaker(clone, sel.conversations, sel.turns, sel.members, progress.tick),
+        "replies": _replies(clone, sel.conversations, sel.moments, progress),
     }
 
 
@@ -210,75 +247,68 @@ def evaluate_checkpoint(
 
 
 def _evaluate(checkpoint, progress, base, chatlog, max_conversations, max_turns, max_replies, device) -> dict:
-    from cloneus.data.dataset import prepare_dataset, split_messages
     from cloneus.inference.cloneus import Cloneus
 
     started = time.monotonic()
     clone = Cloneus.from_pretrained(checkpoint, device=device)
     try:
-        data = prepare_dataset(clone.config, clone.tokenizer, chatlog, clone.users)
-        if data.eval is None or not data.eval_conversations:
-            raise CloneusError(
-                f"{checkpoint}: its config holds out no conversations (dataset.eval_frac="
-                f"{clone.config.dataset.eval_frac}); nothing to evaluate"
-            )
-        train_messages, _ = split_messages(clone.config, clone.tokenizer, chatlog, clone.users)
-        members = [u.display_name for u in clone.users.trainable()]  # most training messages first
-        conversations = cloneable_conversations(data.eval_conversations, members)
-        ppl_conversations = conversations[:max_conversations]
-        turns = speaker_turns(conversations, members, max_turns)
-        moments = reply_moments(conversations, members, max_replies)
-        progress.total = (len(ppl_conversations) + len(turns) + len(moments)) * (2 if base else 1)
+        sel = _select(clone, checkpoint, chatlog, max_conversations, max_turns, max_replies)
+        progress.total = (len(sel.perplexity_conversations) + len(sel.turns) + len(sel.moments)) * (1 + base)
         progress.write("start", total=progress.total, checkpoint=str(checkpoint))
-        model = clone.backend.model
-        scores = {
-            "finetuned": _score_model(
-                clone, model, conversations, ppl_conversations, turns, moments, members, progress
-            )
-        }
+        scores = {"finetuned": _score_model(clone, clone.backend.model, sel, progress)}
         if base:
             with _base_model(clone) as base_model:
-                scores["base"] = _score_model(
-                    clone, base_model, conversations, ppl_conversations, turns, moments, members, progress
-                )
+                scores["base"] = _score_model(clone, base_model, sel, progress)
     finally:
         clone.unload()
+    budget = {"max_conversations": max_conversations, "max_turns": max_turns, "max_replies": max_replies}
+    report = _report(checkpoint, sel, scores, budget)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
 
-    real = member_moments(conversations, members)
-    real_texts = [conversations[m.conversation][m.turn][1] for m in real]
+
+def _text_figures(sel: Selection, scores: dict[str, dict]) -> tuple[dict, dict, int]:
+    """Style attribution and surface statistics of real held-out, finetuned and base text (and how many real)."""
+    convs = sel.conversations
+    real = member_moments(convs, sel.members)
+    real_texts = [convs[m.conversation][m.turn][1] for m in real]
     real_authors = [m.author for m in real]
-    real_contexts = [[t for _, t in conversations[m.conversation][: m.turn]] for m in real]
-    reply_authors = [m.author for m in moments]
-    reply_contexts = [[t for _, t in conversations[m.conversation][: m.turn]] for m in moments]
-    train_texts = {normalise(t) for _, t in train_messages}
+    real_contexts = [[t for _, t in convs[m.conversation][: m.turn]] for m in real]
+    reply_authors = [m.author for m in sel.moments]
+    reply_contexts = [[t for _, t in convs[m.conversation][: m.turn]] for m in sel.moments]
+    train_texts = {normalise(t) for _, t in sel.train_messages}
     judged = {"real": (real_texts, real_authors)}
     judged |= {name: (s["replies"], reply_authors) for name, s in scores.items()}
-    surface = {"real": _surface_by_member(real_texts, real_authors, real_contexts, train_texts, members)}
+    surface = {"real": _surface_by_member(real_texts, real_authors, real_contexts, train_texts, sel.members)}
     for name, s in scores.items():
-        surface[name] = _surface_by_member(s["replies"], reply_authors, reply_contexts, train_texts, members)
+        surface[name] = _surface_by_member(s["replies"], reply_authors, reply_contexts, train_texts, sel.members)
+    return _attribution(sel.train_messages, sel.members, judged), surface, len(real)
+
+
+def _report(checkpoint: Path, sel: Selection, scores: dict[str, dict], budget: dict[str, int]) -> dict[str, Any]:
+    attribution, surface, real_messages = _text_figures(sel, scores)
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "members": members,
-        "chance": 1 / len(members) if members else None,
-        "budget": {"max_conversations": max_conversations, "max_turns": max_turns, "max_replies": max_replies},
+        "members": sel.members,
+        "chance": 1 / len(sel.members) if sel.members else None,
+        "budget": budget,
         "split": {
-            "conversations": len(data.eval_conversations),
-            "perplexity_conversations": len(ppl_conversations),
-            "turns": len(turns),
-            "replies": len(moments),
-            "real_messages": len(real),
-            "train_messages": len(train_messages),
+            "conversations": sel.held_out_conversations,
+            "perplexity_conversations": len(sel.perplexity_conversations),
+            "turns": len(sel.turns),
+            "replies": len(sel.moments),
+            "real_messages": real_messages,
+            "train_messages": len(sel.train_messages),
         },
         "perplexity": {name: s["perplexity"] for name, s in scores.items()},
         "next_speaker": {name: s["next_speaker"] for name, s in scores.items()}
-        | {"most_frequent": most_frequent_guess(turns, members)},
-        "attribution": _attribution(train_messages, members, judged),
+        | {"most_frequent": most_frequent_guess(sel.turns, sel.members)},
+        "attribution": attribution,
         "surface": surface,
-        "samples": _samples(conversations, moments, {name: s["replies"] for name, s in scores.items()}),
+        "samples": _samples(sel.conversations, sel.moments, {name: s["replies"] for name, s in scores.items()}),
         # Filled by people, not by this command (the bot's Real-or-clone game); kept here so reports line up.
         "human": dict(HUMAN_SLOT),
     }
     report["summary"] = summarise(report)
-    report["seconds"] = round(time.monotonic() - started, 1)
     return report
