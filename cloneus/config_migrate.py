@@ -127,10 +127,6 @@ class Migration:
     dropped: list[tuple[str, Any, str]] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.renamed or self.dropped or self.empty)
-
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *sections, leaf = dotted.split(".")
