@@ -7,6 +7,7 @@ of the same base is loaded), so replies in flight finish first and the event loo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from typing import TYPE_CHECKING
@@ -15,9 +16,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checkpoints import checkpoint_under, find_checkpoints, read_eval, runs_root
 from bot.game import model_fidelity, percent
+from bot.pager import Pager, code_pages
 from cloneus.errors import CloneusError
 from cloneus.evaluation.report import summary_line
+from cloneus.inference.checkpoint import read_checkpoint
 from cogs.admin import admin_only
 
 if TYPE_CHECKING:
@@ -28,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 AUTOCOMPLETE_LIMIT = 25
 EMBED_FIELDS_LIMIT = 25  # Discord's limit on fields per embed
+MODEL_NAME_MAX = 64
 
 
 def perplexity(entry: ModelEntry) -> str:
@@ -56,8 +61,13 @@ class ModelCog(commands.GroupCog, group_name="model", group_description="Which c
         return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_LIMIT]]
 
     @app_commands.command(name="list")
-    async def list_(self, interaction: discord.Interaction) -> None:
+    @app_commands.describe(all="Admins: browse every checkpoint under the runs directory, with eval figures")
+    async def list_(self, interaction: discord.Interaction, all: bool = False) -> None:
         """The registered models; the one being served is marked."""
+        if all:
+            await admin_only(interaction)
+            await self._browse(interaction)
+            return
         entries = self.bot.registry.entries
         if not entries:
             await interaction.response.send_message("No models registered yet; train one with /admin train.")
@@ -71,6 +81,46 @@ class ModelCog(commands.GroupCog, group_name="model", group_description="Which c
             value += f"\n{eval_figures(entry)}"
             embed.add_field(name=f"{marks}{entry.name}", value=value[:1024], inline=False)
         await interaction.response.send_message(embed=embed)
+
+    async def _browse(self, interaction: discord.Interaction) -> None:
+        """Every checkpoint under the runs directory, paged, with its registered name and eval figures."""
+        root = runs_root(self.bot.settings.config_path)
+        found = await asyncio.to_thread(find_checkpoints, root)
+        if not found:
+            raise CloneusError(f"no checkpoints under {root}; train one with /admin train")
+        names = {e.path.resolve(): e.name for e in self.bot.registry.entries}
+        lines = []
+        for ckpt in found:
+            name = names.get(ckpt.path.resolve())
+            head = f"{ckpt.path}" + (f" (registered as {name})" if name else "")
+            lines.append(f"{head}\n  {summary_line(ckpt.eval) if ckpt.eval else 'no eval (/admin eval)'}")
+        text = f"{len(found)} checkpoints under {root}:\n" + "\n".join(lines)
+        pager = Pager(code_pages(text), interaction.user.id)
+        await interaction.response.send_message(pager.content(), view=pager, ephemeral=True)
+
+    @app_commands.command(name="register")
+    @app_commands.check(admin_only)
+    @app_commands.describe(
+        name="The name to switch to it by",
+        ckpt="A checkpoint-<step> directory under the runs directory",
+        desc="Shown in /model list",
+    )
+    async def register(self, interaction: discord.Interaction, name: str, ckpt: str, desc: str = "") -> None:
+        """Add a checkpoint from the runs directory to models.json (admins only)."""
+        name = name.strip()
+        if not 1 <= len(name) <= MODEL_NAME_MAX or "`" in name:
+            raise CloneusError(f"name={name!r}: 1-{MODEL_NAME_MAX} characters, no backticks")
+        if self.bot.registry.get(name) is not None:
+            raise CloneusError(f"a model is already registered as {name!r}; pick another name")
+        path = checkpoint_under(runs_root(self.bot.settings.config_path), ckpt)
+        await asyncio.to_thread(read_checkpoint, path)  # refuses a directory that would not load, naming why
+        entry = await asyncio.to_thread(self.bot.registry.register, name, desc, path)
+        summary = read_eval(path)
+        if summary is not None:
+            entry = await asyncio.to_thread(self.bot.registry.record_eval, name, summary)
+        await interaction.response.send_message(
+            f"Registered `{entry.name}` → `{entry.ckpt}`; load it with /model switch name:{entry.name}."
+        )
 
     @app_commands.command(name="switch")
     @app_commands.describe(name="A registered model (see /model list)")
