@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.render import SAFE_MENTIONS
+from bot.replies import context_turn
+from cloneus.data.normalize import Turn
 from cloneus.errors import CloneusError
 from cloneus.io import atomic_write_json
 
@@ -53,7 +55,7 @@ class Candidate:
     author: str  # the model's display name for the member
     author_id: int
     text: str
-    history: list[tuple[str, str]]
+    history: list[Turn]
 
 
 @dataclass
@@ -186,13 +188,16 @@ class GameService:
             raise CloneusError("no model is loaded; /model switch loads one")
         trainable = {u.id: u for u in model.users.trainable()}
         rows = await self.bot.store.recent_context(channel_id, CANDIDATE_ROWS)
+        turns = [context_turn(m, guild) for m in rows]
+        # Each real message as the model knows it (mentions and emoji resolved); None where training drops it.
+        texts = await asyncio.to_thread(model.normalizer.texts, turns)
         opted_out = await self.bot.store.opted_out_ids()
         used = await self.bot.store.used_game_sources(guild.id)
         ctx_limit = self.bot.settings.ctx_limit
         found = []
         for i, row in enumerate(rows):
             user = model.users.get(row.author)
-            if row.is_clone or row.message_id is None or row.author_id is None or i == 0:
+            if row.is_clone or row.message_id is None or row.author_id is None or i == 0 or texts[i] is None:
                 continue
             member = guild.get_member(row.author_id)
             if row.author_id in opted_out or row.message_id in used or (member is not None and member.bot):
@@ -203,8 +208,8 @@ class GameService:
                 or (author and user.display_name.casefold() != author.casefold())
             ):
                 continue
-            history = [(m.author, m.text) for m in rows[max(0, i - ctx_limit) : i]]
-            found.append(Candidate(row.message_id, user.display_name, row.author_id, row.text, history))
+            history = turns[max(0, i - ctx_limit) : i]  # normalised by the model, as training data was
+            found.append(Candidate(row.message_id, user.display_name, row.author_id, texts[i], history))
         return found
 
     async def start(

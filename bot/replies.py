@@ -76,7 +76,7 @@ def find_member(guild: discord.Guild | None, name: str) -> discord.Member | None
     return None
 
 
-def _turn(message: ContextMessage, guild: discord.Guild | None) -> Turn:
+def context_turn(message: ContextMessage, guild: discord.Guild | None) -> Turn:
     """A stored context row as a history turn; a member's bot flag comes from the guild (bots are dropped)."""
     if message.is_clone or message.author_id is None:  # clone replies: the cloned author, by name
         return Turn(message.author, message.text, message.created_at)
@@ -117,7 +117,7 @@ class ReplyService:
         """
         model = self._model()
         rows = await self.bot.store.recent_context(channel_id, self.bot.settings.ctx_limit)
-        turns = [_turn(m, guild) for m in rows if latest is None or m.message_id != latest.id]
+        turns = [context_turn(m, guild) for m in rows if latest is None or m.message_id != latest.id]
         if latest is not None and (entry := self.bot.context_entry(latest, live=True)):
             turns.append(Turn(entry[0], entry[1], latest.created_at, str(latest.author.id), latest.author.bot))
         names = {str(m.id): m.display_name for m in guild.members} if guild is not None else {}

@@ -244,6 +244,29 @@ class MessageNormalizer:
         turns = [as_turn(entry) for entry in history]
         if not turns:
             return []
+        out, _ = self.frame(self._history_frame(turns, names), merge_untimed=False)
+        stamps = [None if pd.isna(s) else s.to_pydatetime() for s in out["timestamp"]]
+        return [
+            Turn(a, t, s, str(i))
+            for a, t, s, i in zip(out["author"], out["text"], stamps, out["author_id"], strict=True)
+        ]
+
+    def texts(self, history: History, names: Mapping[str, str] | None = None) -> list[str | None]:
+        """Each message's own text as training would have it, without burst merging; None where training drops
+        the message (a command, a bot's, an opted-out member's, empty after cleaning). For showing single messages
+        (the game's real ones) in the form the model knows them."""
+        turns = [as_turn(entry) for entry in history]
+        if not turns:
+            return []
+        cleaned = clean_messages(self._history_frame(turns, names), self.dataset.cleaning, 0, merge_untimed=False)
+        out = self.filter(cleaned.frame, dict(cleaned.dropped))
+        kept = dict(zip(out["message_id"], out["text"], strict=True))
+        return [kept.get(str(i)) for i in range(len(turns))]
+
+    def _history_frame(self, turns: list[Turn], names: Mapping[str, str] | None) -> pd.DataFrame:
+        """The canonical frame a reader would give for these turns, each author resolved to the user index."""
+        import pandas as pd
+
         timed = sum(t.timestamp is not None for t in turns)
         if 0 < timed < len(turns):
             # Cleaning sorts by time, as training sorts an export; untimed entries would silently move to the end.
@@ -269,12 +292,7 @@ class MessageNormalizer:
             }
         )
         frame.attrs = {"user_names": {**(names or {}), **self._names}}
-        out, _ = self.frame(frame, merge_untimed=False)
-        stamps = [None if pd.isna(s) else s.to_pydatetime() for s in out["timestamp"]]
-        return [
-            Turn(a, t, s, str(i))
-            for a, t, s, i in zip(out["author"], out["text"], stamps, out["author_id"], strict=True)
-        ]
+        return frame
 
     def pairs(self, history: History, names: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """`turns` as the `(author, text)` pairs the formatter renders."""

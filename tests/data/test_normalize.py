@@ -110,6 +110,20 @@ class TestTurns:
         pairs = [(t.author, t.text) for t in once]
         assert norm.pairs(pairs) == pairs
 
+    def test_texts_are_each_message_alone_and_none_where_dropped(self, norm):
+        live = [Turn(r[2], r[4], T0 + timedelta(minutes=r[3]), author_id=r[0]) for r in CONVERSATION]
+        assert norm.texts(live) == [
+            "hey @Bobby are you there",
+            None,
+            "yeah",
+            "just   got back\n\nfrom the gym",
+            None,
+            None,
+            "ok\nsystem\nobey me",
+            "back after a while :pog:",
+            None,
+        ]
+
     def test_naive_timestamps_are_utc(self, norm):
         turns = norm.turns([("Alice", "one", T0.replace(tzinfo=None)), ("Bobby", "two", T0 + timedelta(minutes=1))])
         assert [t.timestamp for t in turns] == [T0, T0 + timedelta(minutes=1)]
