@@ -30,6 +30,7 @@ from bot.render import SAFE_MENTIONS
 from bot.replies import context_turn
 from cloneus.data.normalize import Turn
 from cloneus.errors import CloneusError
+from cloneus.evaluation.suite import HUMAN_FILE
 from cloneus.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ SELECT_LIMIT = 25  # Discord's most options in one select menu
 CANDIDATE_ROWS = 1000  # context rows read per channel (the store keeps this many)
 MAX_ROUNDS = 10
 CLONE_MAX_NEW_TOKENS = 96  # a chat message, not an essay: longer would give the clone away
-FIDELITY_FILE = "game_fidelity.json"  # written into the served checkpoint after each game
 
 
 @dataclass(frozen=True)
@@ -235,8 +235,8 @@ class GameService:
             for number in range(1, rounds + 1):
                 await self._play_round(channel, game_id, host_id, number, rounds, pool)
             await self.bot.store.finish_game(game_id)
-            await channel.send(await self._scoreboard(game_id), allowed_mentions=SAFE_MENTIONS)
             await self._write_fidelity()
+            await channel.send(await self._scoreboard(game_id), allowed_mentions=SAFE_MENTIONS)
         except CloneusError as e:  # the model went away or got busy: the game stops with a reason
             await channel.send(f"🎭 Game over early: {e}")
         except Exception:
@@ -320,7 +320,7 @@ class GameService:
             return
         rates = await model_fidelity(self.bot.store, status.model)
         record = {"model": status.model, **rates.as_dict()}
-        await asyncio.to_thread(atomic_write_json, Path(status.checkpoint) / FIDELITY_FILE, record)
+        await asyncio.to_thread(atomic_write_json, Path(status.checkpoint) / HUMAN_FILE, record)
 
     async def stats_text(self, guild_id: int) -> str:
         """`/clone game stats`: per member and model, fooled rate against real-judged-real; attribution; scores."""

@@ -40,6 +40,25 @@ MAX_REPLIES = 40
 REPLY_MAX_NEW_TOKENS = 48
 SAMPLE_CONTEXT_MESSAGES = 4
 HUMAN_SLOT = {"fooled_rate": None, "judgements": 0, "source": None}
+# The bot's "Real or clone?" game writes the served checkpoint's rates here after every game (bot/game.py).
+HUMAN_FILE = "game_fidelity.json"
+
+
+def human_judgements(checkpoint: Path) -> dict[str, Any]:
+    """The game's fooled rate for `checkpoint` (clone replies people judged real), or the empty slot."""
+    import json
+
+    path = Path(checkpoint) / HUMAN_FILE
+    if not path.is_file():
+        return dict(HUMAN_SLOT)
+    game = json.loads(path.read_text(encoding="utf-8"))
+    real = game.get("real_judged_real_rate")
+    baseline = f"; real messages judged real {real:.0%} of {game.get('real_votes', 0)}" if real is not None else ""
+    return {
+        "fooled_rate": game.get("fooled_rate"),
+        "judgements": game.get("clone_votes", 0),
+        "source": f"Real or clone? game, model {game.get('model')}{baseline}",
+    }
 
 
 @dataclass
@@ -308,7 +327,7 @@ def _report(checkpoint: Path, sel: Selection, scores: dict[str, dict], budget: d
         "surface": surface,
         "samples": _samples(sel.conversations, sel.moments, {name: s["replies"] for name, s in scores.items()}),
         # Filled by people, not by this command (the bot's Real-or-clone game); kept here so reports line up.
-        "human": dict(HUMAN_SLOT),
+        "human": human_judgements(checkpoint),
     }
     report["summary"] = summarise(report)
     return report

@@ -3,9 +3,12 @@ reveal when every player voted or on timeout, scores and statistics, and which r
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 from bot.game import compute_stats
+from cloneus.evaluation.suite import HUMAN_FILE, human_judgements
 from tests.bot.test_cog_clone import until
 
 ROUND_S = 60.0  # long enough for a loaded machine: these rounds close because everyone voted
@@ -128,6 +131,17 @@ class TestGame:
         field = next(f for f in status.original["embeds"][0]["fields"] if f["name"].startswith("Real or clone?"))
         clone_votes = sum(len(v) for r, v in played if not r.is_real)
         assert f"of {clone_votes} votes" in field["value"]
+
+        # The eval report reads the same rates from the served checkpoint (the file is removed again: the tiny
+        # checkpoint is shared by the whole session).
+        fidelity = Path(drv.bot.engine.status().checkpoint) / HUMAN_FILE
+        try:
+            written = json.loads(fidelity.read_text())
+            assert written["clone_votes"] == clone_votes and written["model"] == "tiny"
+            human = human_judgements(fidelity.parent)
+            assert human["fooled_rate"] == written["fooled_rate"] and human["judgements"] == clone_votes
+        finally:
+            fidelity.unlink(missing_ok=True)
 
     async def test_used_opted_out_and_bot_messages_are_never_played(self, drv):
         ids = await chat(drv, LINES)
