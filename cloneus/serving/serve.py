@@ -138,9 +138,12 @@ def vllm_command(
 
 
 def server_env(kv_cache_gib: int | None = None) -> dict[str, str]:
-    """The environment for the server: runtime LoRA loading on, `cloneus` importable, offline hub."""
+    """The environment for the server: runtime LoRA loading on, `cloneus` importable, offline hub, and vLLM's
+    usage statistics (a report sent over the network at start-up) off."""
     env = dict(os.environ)
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
+    env["VLLM_NO_USAGE_STATS"] = "1"
+    env["DO_NOT_TRACK"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     if kv_cache_gib is not None:

@@ -7,6 +7,9 @@ Starting the server itself is covered by tests/serve (`make test-serve`), whose 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -75,3 +78,16 @@ class TestPlan:
         cfg = InferenceConfig(**section)
         assert (cfg.backend, cfg.openai_base_url, cfg.openai_model) == ("openai", "http://127.0.0.1:8000/v1", None)
         assert cfg.vllm_sampler_plugin and cfg.server_kind == "vllm"
+
+
+class TestServerProcess:
+    def test_environment_turns_on_runtime_loading_and_keeps_vllm_offline(self):
+        env = serve.server_env(kv_cache_gib=1)
+        assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "1" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+        assert env["VLLM_NO_USAGE_STATS"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+        assert env["PYTHONPATH"].split(os.pathsep)[0] == str(serve.REPO_ROOT)
+
+    def test_a_server_that_exits_before_it_is_healthy_is_reported_with_its_code(self):
+        process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+        with pytest.raises(CloneusError, match="exited with code 3 before it was ready"):
+            serve.wait_healthy("http://127.0.0.1:9", process, timeout_s=60)
