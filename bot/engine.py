@@ -286,7 +286,7 @@ class Engine:
         async for chunk in self._stream_from(lambda: model.base_stream(messages, system, **(sampling or {}))):
             yield chunk
 
-    async def _stream_from(self, pieces: Callable[[], Any]) -> AsyncIterator[str]:
+    async def _stream_from(self, pieces: Callable[[], Any]) -> AsyncIterator[Any]:
         """Run the iterator `pieces()` returns on the worker and yield its items here as they come."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue = asyncio.Queue()
@@ -316,17 +316,19 @@ class Engine:
             # Nobody reads the worker's outcome after an early exit; retrieve it so asyncio does not warn.
             done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    async def batch_generate(
+    async def stream_batch(
         self,
         history: list[tuple[str, str]],
         authors: list[str],
         seed_text: str | None = None,
         sampling: dict | None = None,
-    ) -> list[str]:
-        """One reply per author to the same history, generated as one batch (one queue slot)."""
+    ) -> AsyncIterator[tuple[int, str]]:
+        """One reply per author to the same history, generated as one batch (one queue slot), as `(row, delta)`
+        pairs while it is produced (`Cloneus.stream_batch`)."""
         model = self.ready_model()
-        seeds = [seed_text] * len(authors)
-        return await self._submit(lambda: model.batch_generate(history, authors, seeds, **(sampling or {})))
+        options = sampling or {}
+        async for item in self._stream_from(lambda: model.stream_batch(history, authors, seed_text, **options)):
+            yield item
 
     async def predict_author(
         self,

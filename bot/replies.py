@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -316,13 +316,23 @@ class ReplyService:
         seed_text: str | None,
         sampling: dict[str, Any],
     ) -> None:
-        """One reply per author to the same history, generated as one batch, each into its own message."""
-        encoded = await self.encode_history(history)
-        texts = await self.bot.engine.batch_generate(encoded, authors, seed_text, sampling)
-        for i, (author, text) in enumerate(zip(authors, texts, strict=True)):
+        """One reply per author to the same history, generated as one batch, each streaming into its own message
+        (posted at once, in the authors' order, so the replies stay in that order whichever grows first). The
+        deferred response gets its placeholder first: Discord would turn the first follow-up into it otherwise."""
+        editors = []
+        for i, author in enumerate(authors):
             target = await self.interaction_reply_target(interaction, webhook, i == 0, author)
-            editor = self.editor(target, interaction.guild, author)
-            text, messages = await self.finish(editor, text)
+            placeholder = self.renderer(interaction.guild, author, target.prefix)("") or "…"
+            if target.first is None:
+                target = replace(target, first=await target.send(placeholder))
+            else:
+                await target.edit(target.first, placeholder)
+            editors.append((target, self.editor(target, interaction.guild, author)))
+        encoded = await self.encode_history(history)
+        async for row, delta in self.bot.engine.stream_batch(encoded, authors, seed_text, sampling):
+            await editors[row][1].push(delta)
+        for author, (target, editor) in zip(authors, editors, strict=True):
+            text, messages = await self.finish(editor, editor.text)
             request = {"history": history, "author": author, "seed_text": seed_text, "sampling": sampling}
             await self.remember(
                 interaction.channel_id, messages, author, text, interaction.user.id, request, target.webhook_id

@@ -432,6 +432,33 @@ class Cloneus:
         replies = self._backend.complete_batch(prompts, opts, self._stops)
         return [_with_seed(s, r) for s, r in zip(seed_texts, replies, strict=True)]
 
+    def stream_batch(
+        self, chat_history: History, authors: Sequence[str], seed_text: str | None = None, **sampling: Any
+    ) -> Iterator[tuple[int, str]]:
+        """Like `batch_generate` (one seed for every row), but yields `(row, piece)` while the batch is generated,
+        each row's seed text first; a row's pieces join into its `batch_generate` reply. The local backend
+        streams; another backend yields each whole reply once the batch is done. Arguments are checked before
+        the first piece.
+        """
+        opts, seed_text = self._options(sampling), self._seed(seed_text)
+        prompts = [self._prompt(chat_history, a, seed_text, opts) for a in authors]
+        return self._batch_pieces(prompts, seed_text, opts)
+
+    def _batch_pieces(self, prompts: list[str], seed_text: str | None, opts: SamplingOptions):
+        started = [bool(seed_text)] * len(prompts)
+        if seed_text:
+            yield from ((row, seed_text) for row in range(len(prompts)))
+        if self._backend.name == "local":
+            pieces = self._backend.stream_batch(prompts, opts, self._stops)
+        else:
+            pieces = enumerate(self._backend.complete_batch(prompts, opts, self._stops))
+        for row, piece in pieces:
+            if not started[row]:
+                piece = piece.lstrip()
+                started[row] = bool(piece)
+            if piece:
+                yield row, piece
+
     # ---- next speaker ---------------------------------------------------------------------------------------
 
     def author_probabilities(self, chat_history: History) -> dict[str, float]:

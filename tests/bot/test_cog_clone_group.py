@@ -34,6 +34,8 @@ class TestSpeakSeveral:
         rec = await drv.slash("clone speak", authors="alice, bob", seed="I say", max_new_tokens=4)
         await rec.done(lambda r: len(r.messages) == 2 and all(REPLY.match(m["content"]) for m in r.messages))
         assert [REPLY.match(m["content"]).group(1) for m in rec.messages] == ["alice", "bob"]
+        # bob's message was posted first as a placeholder, in order, then edited as his reply streamed in
+        assert drv.fake.history[int(rec.messages[1]["id"])][0] == "**[bob]** "
         replies = [await recorded(drv, int(m["id"])) for m in rec.messages]
         assert replies[0].request["history"] == replies[1].request["history"]  # the same context for both
         assert replies[0].request["history"][-1] == ["carol", "what should we eat tonight?"]

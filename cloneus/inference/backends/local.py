@@ -292,6 +292,10 @@ class LocalBackend:
 
     def complete_batch(self, prompts: list[str], opts: SamplingOptions, stops: TextStops) -> list[str]:
         """One batched generate over several prompts that share a history; returns one reply per prompt."""
+        return [self._decode_reply(ids, stops) for ids in self._batch_ids(prompts, opts, stops)]
+
+    def _batch_ids(self, prompts: list[str], opts, stops, streamer=None, cancel=None) -> list[list[int]]:
+        """The generated ids of each row of one batched generate (rows: shared prefix | padding | suffix)."""
         import torch
 
         rows = [self.encode(p) for p in prompts]
@@ -308,9 +312,53 @@ class LocalBackend:
         with self._lock:
             cache = self._prefilled(rows[0][: shared + 1], batch_size=len(rows)) if shared else None
             out = self._generate(
-                torch.tensor(input_ids, device=device), torch.tensor(masks, device=device), cache, opts, stops
+                torch.tensor(input_ids, device=device),
+                torch.tensor(masks, device=device),
+                cache,
+                opts,
+                stops,
+                streamer=streamer,
+                cancel=cancel,
             )  # (B, shared + width + new)
-        return [self._decode_reply(row.tolist(), stops) for row in out[:, shared + width :]]
+        return [row.tolist() for row in out[:, shared + width :]]
+
+    def stream_batch(self, prompts: list[str], opts: SamplingOptions, stops: TextStops) -> Iterator[tuple[int, str]]:
+        """Yield `(row, delta)` while one batched generate runs; each row's deltas join into exactly its
+        `complete_batch` reply. Closing the iterator stops generation.
+
+        The streamer gets one new token per row at each step (a finished row gets padding, which its stop
+        strings hide), so row `i`'s ids are the `i`-th entries of every step.
+        """
+        streamer, cancel = TokenQueue(), threading.Event()
+
+        def work() -> None:
+            try:
+                self._batch_ids(prompts, opts, stops, streamer, cancel)
+            except BaseException as e:  # a thread boundary: hand the error to the consumer, which re-raises it
+                streamer.fail(e)
+
+        thread = threading.Thread(target=work, name="cloneus-generate-batch", daemon=True)
+        thread.start()
+        generated: list[list[int]] = [[] for _ in prompts]
+        shown = [""] * len(prompts)
+        try:
+            while (item := streamer.queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                for row, token in enumerate(item):
+                    generated[row].append(token)
+                for row, ids in enumerate(generated):
+                    visible = stops.visible(self.tokenizer.decode(ids, skip_special_tokens=False))
+                    if len(visible) > len(shown[row]) and visible.startswith(shown[row]):
+                        yield row, visible[len(shown[row]) :]
+                        shown[row] = visible
+            for row, ids in enumerate(generated):
+                final = self._decode_reply(ids, stops)
+                if final.startswith(shown[row]) and len(final) > len(shown[row]):
+                    yield row, final[len(shown[row]) :]
+        finally:
+            cancel.set()
+            thread.join()
 
     def continuation_logprobs(self, prefix: str, continuations: list[str]) -> list[float]:
         """Log-probability of each continuation after `prefix`, all scored in one batched forward pass.
