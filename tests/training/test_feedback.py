@@ -221,7 +221,8 @@ def test_cli_trains_from_a_checkpoint_and_eval_runs_on_the_result(source, tmp_pa
     assert code == 0, out
     assert "method: kto" in out and "pair_accuracy" in out
     checkpoint = next((tmp_path / "runs").glob("*/cli/checkpoint-2"))
-    assert main(["eval", str(checkpoint), "--max-conversations", "1", "--max-turns", "2", "--samples", "0"]) == 0
+    argv = ["eval", str(checkpoint), "--no-base", "--max-conversations", "1", "--max-turns", "2", "--max-replies", "1"]
+    assert main(argv) == 0
     assert (checkpoint / "eval.json").is_file()
 
 
