@@ -334,7 +334,9 @@ def _train_feedback(cfg, database: Path, source, run_name, resume, progress: Pro
 
 
 def _run(cfg, run: RunDir, progress, source: Path, database: Path, method, train, heldout, users, resume, saved):
+    from cloneus.library_bars import library_bars_off
     from cloneus.training.callbacks import ProgressCallback, StopOnSignalCallback
+    from cloneus.training.console import use_console
     from cloneus.training.feedback_trainers import TokenizedDPOTrainer, TokenizedKTOTrainer
     from cloneus.training.trainer import _final_metrics
 
@@ -364,7 +366,8 @@ def _run(cfg, run: RunDir, progress, source: Path, database: Path, method, train
         processing_class=tokenizer,
         callbacks=[ProgressCallback(progress, run), stopper],
     )
-    with stopper:
+    use_console(trainer)
+    with stopper, library_bars_off():
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     after = preference_scores(trainer.model, encoder, heldout)
 
