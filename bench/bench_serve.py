@@ -11,8 +11,10 @@ so both sides generate the same work.
 - **local**: one `Cloneus` per adapter with the local backend (prefix cache on, its default), each its own model;
   concurrent requests to one adapter queue on that model's lock, as the bot's engine would.
 
-For each concurrency level, `--requests` requests are sent by that many threads after a warm-up pass (so both
-prefix caches hold the histories): replies/s over the whole level, p50/p95 latency and p50 time to first token.
+For each concurrency level, `--requests` requests are sent by that many threads after a warm-up (vLLM: one pass
+over all histories, which its prefix cache keeps; local: one reply per adapter, since its prefix cache holds only
+the last call's prefix): replies/s over the whole level, p50/p95 latency and p50 time to first token.
+`--backends local` or `--backends vllm` runs one side only.
 Without the data or the serve environment the bench says so and exits 0.
 
     python bench/bench_serve.py                       # ~10-20 minutes on 2 shared cores
@@ -110,26 +112,33 @@ def bench(args) -> dict:
     sampling = {"do_sample": False, "max_new_tokens": args.reply_tokens, "min_new_tokens": args.reply_tokens}
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = build_checkpoints(MODEL, resolve_model(MODEL).path, Path(tmp), authors)
-        process, url, startup_s = start_server(ckpts, Path(tmp) / "server.log")
+        process, url, startup_s = None, None, None
+        if "vllm" in args.backends:
+            process, url, startup_s = start_server(ckpts, Path(tmp) / "server.log")
         try:
-            remote_cfg = InferenceConfig(backend="openai", openai_base_url=url, request_timeout_s=600)
-            sides = {
-                "vllm": [Cloneus.from_pretrained(c, inference=remote_cfg) for c in ckpts],
-                "local": [Cloneus.from_pretrained(c, device="cpu") for c in ckpts],
-            }
-            windows = histories(sides["local"][0], frame, args.requests, args.history_tokens)
+            sides = {}
+            if "vllm" in args.backends:
+                remote_cfg = InferenceConfig(backend="openai", openai_base_url=url, request_timeout_s=600)
+                sides["vllm"] = [Cloneus.from_pretrained(c, inference=remote_cfg) for c in ckpts]
+            if "local" in args.backends:
+                sides["local"] = [Cloneus.from_pretrained(c, device="cpu") for c in ckpts]
+            windows = histories(next(iter(sides.values()))[0], frame, args.requests, args.history_tokens)
             jobs = [(i % 2, windows[i], authors[i % len(authors)]) for i in range(args.requests)]
             results: dict = {"server_startup_s": startup_s, "levels": {}}
             for name, clones in sides.items():
-                run_level(clones, jobs, max(LEVELS), sampling)  # warm-up: compiles, fills both prefix caches
+                # Warm-up. vLLM: one pass, which compiles and puts every history in its prefix cache. The local
+                # prefix cache holds one prefix (the last call's), so there one reply per adapter is all that
+                # warming can do.
+                run_level(clones, jobs if name == "vllm" else jobs[:2], max(LEVELS), sampling)
                 results["levels"][name] = []
                 for level in LEVELS:
                     row = run_level(clones, jobs, level, sampling)
                     results["levels"][name].append(row)
                     print(f"{name:5s} x{level}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+            if process is not None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
     return results
 
 
@@ -139,6 +148,7 @@ def main() -> int:
     parser.add_argument("--history-tokens", type=int, default=400, help="prompt length of each history")
     parser.add_argument("--reply-tokens", type=int, default=32, help="tokens per reply (greedy, fixed length)")
     parser.add_argument("--rows", type=int, default=20_000, help="CSV rows to draw the histories from")
+    parser.add_argument("--backends", default="vllm,local", help="which sides to run (comma-separated)")
     args = parser.parse_args()
     if not (DATA_DIR / "ubuntu_irc.csv").is_file():
         print(f"skipped: {DATA_DIR / 'ubuntu_irc.csv'} not found (set CLONEUS_BENCH_DATA)")
@@ -146,16 +156,18 @@ def main() -> int:
     if not SERVE_PYTHON.is_file():
         print(f"skipped: {SERVE_PYTHON} not found (make install-serve creates .venv-serve)")
         return 0
+    args.backends = args.backends.split(",")
     results = bench(args)
-    local = {r["concurrency"]: r for r in results["levels"]["local"]}
+    local = {r["concurrency"]: r for r in results["levels"].get("local", [])}
     print("\n| concurrency | backend | replies/s | p50 latency s | p95 latency s | p50 TTFT s | vs local |")
     print("|---|---|---|---|---|---|---|")
-    for name in ("local", "vllm"):
-        for row in results["levels"][name]:
-            ratio = row["replies_per_s"] / local[row["concurrency"]]["replies_per_s"]
+    for name, rows in results["levels"].items():
+        for row in rows:
+            base = local.get(row["concurrency"])
+            ratio = f"{row['replies_per_s'] / base['replies_per_s']:.2f}x" if base else "n/a"
             print(
                 f"| {row['concurrency']} | {name} | {row['replies_per_s']:.2f} | {row['p50_latency_s']:.2f} "
-                f"| {row['p95_latency_s']:.2f} | {row['p50_ttft_s']:.2f} | {ratio:.2f}x |"
+                f"| {row['p95_latency_s']:.2f} | {row['p50_ttft_s']:.2f} | {ratio} |"
             )
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()}
     results["args"] = vars(args)
