@@ -69,8 +69,8 @@ def _formatting(config: CloneusConfig, users: UserIndex, tokenizer: PreTrainedTo
 
 
 def _model_context(backend: Any) -> int | None:
-    """The loaded model's `max_position_embeddings`; a remote server's window is not known here."""
-    return backend.model.config.max_position_embeddings if backend.name == "local" else None
+    """The loaded model's `max_position_embeddings`, or a vLLM server's `max_model_len` (None when not known)."""
+    return backend.model.config.max_position_embeddings if backend.name == "local" else backend.context_window
 
 
 def _users_from_names(names: Iterable[str]) -> UserIndex:

@@ -103,7 +103,7 @@ class FakeServer(ThreadingHTTPServer):
         self.requests: list[dict] = []
         self.require_key: str | None = None
         self.top_logprobs: dict = {}
-        self.models: list[dict] = [{"id": "base", "root": "/models/base", "parent": None}]
+        self.models: list[dict] = [{"id": "base", "root": "/models/base", "parent": None, "max_model_len": 4096}]
         self.error_body = None
         self.die_mid_stream = False
 
@@ -209,6 +209,7 @@ class TestServedAdapters:
         clo = Cloneus.from_pretrained(checkpoint, inference=cfg)
         assert clo.backend.model == "clone-x"
         assert not [r for r in server.requests if r["path"] == "/v1/load_lora_adapter"]
+        assert clo.backend.context_window == 4096  # the server's max_model_len bounds the prompt
 
     def test_switch_loads_an_unserved_checkpoint_at_run_time(self, run_dir, checkpoint, server):
         server.models.append({"id": "clone-x", "root": str(checkpoint), "parent": "base"})

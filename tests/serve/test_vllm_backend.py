@@ -129,7 +129,7 @@ class TestSamplerPlugin:
 
         plain = Cloneus.from_pretrained(adapters["alpha"], inference=remote_config(server, vllm_sampler_plugin=False))
         with pytest.raises(ConfigError, match=r"dry .*vllm_sampler_plugin"):
-            plain.generate(HISTORY, "bob", dry_multiplier=0.8)
+            plain.generate(HISTORY, "bob", **GREEDY, dry_multiplier=0.8)
         assert plain.generate(HISTORY, "bob", **GREEDY)
 
 

@@ -85,6 +85,7 @@ class OpenAIBackend:
         self.server_kind = server_kind
         self.tokenizer = tokenizer
         self.sampler_plugin = sampler_plugin
+        self.context_window: int | None = None  # the server's max_model_len, once /v1/models has told it
 
     @classmethod
     def from_config(
@@ -159,6 +160,8 @@ class OpenAIBackend:
             )
         path = Path(checkpoint).resolve()
         served = {m.get("id"): m for m in self.served_models()}
+        windows = [m["max_model_len"] for m in served.values() if not m.get("parent") and m.get("max_model_len")]
+        self.context_window = int(windows[0]) if windows else None
         name = next((i for i, m in served.items() if m.get("root") and Path(m["root"]).resolve() == path), None)
         if name is None:
             name = f"{path.parent.name}/{path.name}"
