@@ -2,7 +2,7 @@
 
 Data: a consecutive slice of ../shared/data/ubuntu-irc/ubuntu_irc.csv (or $CLONEUS_BENCH_DATA). The default slice
 (messages 170,000-180,000, 2013) is one where the channel's regulars talk in both the train and the held-out part,
-so per-member figures have data behind them (15 members at min_share 0.01; 5 of them with 20+ held-out messages).
+so per-member figures have data behind them (14 members at min_share 0.01 on the part before the split).
 Model: builtin:smollm2-135m, LoRA, fp32 on the CPU. Training is bounded by a token budget (`--train-tokens`;
 150k tokens is about 15 CPU-minutes at the ~170 tokens/s docs/training.md measured); steps follow from it, so a
 lever that changes the row size (chunk size) or the batch keeps the same number of training tokens.
