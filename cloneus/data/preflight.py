@@ -16,18 +16,13 @@ if TYPE_CHECKING:
     from cloneus.data.users import UserIndex
 
 
-def special_tokens(tokenizer: Any) -> list[str]:
-    """Every special token string of `tokenizer`: the named ones and added tokens flagged special."""
-    added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special]
-    return sorted({*tokenizer.all_special_tokens, *added} - {""})
-
-
 def check_model_fit(cfg: CloneusConfig, tokenizer: Any) -> None:
     """`training.chunk_size` within the model's context, and no special token of this tokenizer in the author tag.
 
     Raises:
         ConfigError: naming the key, the model and the limit or token.
     """
+    from cloneus.data.normalize import ControlTokens
     from cloneus.models.loading import context_length
 
     limit = context_length(cfg.model)
@@ -36,7 +31,7 @@ def check_model_fit(cfg: CloneusConfig, tokenizer: Any) -> None:
             f"training.chunk_size: {cfg.training.chunk_size} tokens is above the context of {cfg.model.model_id} "
             f"({limit} positions); set it to at most {limit}"
         )
-    token = next((t for t in special_tokens(tokenizer) if t in cfg.format.author_tag), None)
+    token = next((t for t in ControlTokens(tokenizer).tokens if t in cfg.format.author_tag), None)
     if token is not None:
         raise ConfigError(
             f"format.author_tag {cfg.format.author_tag!r} contains {token!r}, a special token of "
