@@ -15,8 +15,9 @@
    from, with the same sampling seeds.
 
 Runs on the CPU (`nice python bench/bench_feedback.py`); sizes are flags, and the defaults are sized for a
-shared 2-core machine (about 15 minutes there); `--source CHECKPOINT` reuses a source checkpoint. Prints a table and
-writes bench/results/bench_feedback.json. Timings depend on whatever else the machine runs.
+shared 2-core machine (34 minutes there with other jobs running); `--source CHECKPOINT` reuses a source
+checkpoint. Prints a table and writes bench/results/bench_feedback.json. Timings depend on whatever else the
+machine runs.
 """
 
 from __future__ import annotations
