@@ -134,10 +134,14 @@ class TestSamplerPlugin:
 
 
 class TestServerErrors:
-    def test_a_prompt_over_the_context_is_one_clear_line(self, remote):
+    def test_a_history_over_the_context_is_fitted_to_it(self, remote):
         long_history = [("alice", "word " * 400)] * 6
+        assert isinstance(remote.generate(long_history, "bob", max_new_tokens=8), str)
+
+    def test_a_prompt_over_the_context_is_one_clear_line(self, remote):
+        """`Cloneus` fits histories to the server's context, so the backend is called directly to make it refuse."""
         with pytest.raises(CloneusError, match="HTTP 400") as err:
-            remote.generate(long_history, "bob", max_new_tokens=8)
+            remote.backend.complete("word " * 4000, SamplingOptions(max_new_tokens=8), TextStops([]))
         assert "\n" not in str(err.value)
 
     @pytest.mark.kills_server
