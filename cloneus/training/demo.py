@@ -119,7 +119,8 @@ def next_steps(checkpoint: Path) -> list[str]:
     return [
         "What to try next:",
         f"  python -m cloneus chat {checkpoint}          talk with the clones yourself",
-        f"  python -m cloneus eval {checkpoint} --base   held-out perplexity and next-speaker accuracy vs the base",
+        f"  python -m cloneus eval {checkpoint}          per-member perplexity, next speaker and style vs the base "
+        "(eval.html)",
         "  the Discord bot: register the checkpoint in config/models.json and run `python run.py` (docs/bot.md)",
         "  your own chat: python -m cloneus train -d data/chat/YOUR_EXPORT.json (docs/training.md); coming from "
         "the old CloneUs, convert its config with `python -m cloneus config migrate OLD.yaml -o my.yaml`",

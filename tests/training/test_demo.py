@@ -24,6 +24,17 @@ def test_next_steps_name_chat_eval_and_the_bot():
     assert "Discord bot" in text and "config migrate" in text
 
 
+def test_every_suggested_command_parses():
+    """A suggestion whose flags the CLI no longer has (eval's old `--base`) would fail the user's first try."""
+    from cloneus.cli import build_parser
+
+    text = "\n".join(next_steps(Path("runs/x/checkpoint-30")))
+    commands = re.findall(r"python -m cloneus ([^`(;\n]+?)(?=\s{2,}|\s\(|`|$)", text, flags=re.MULTILINE)
+    assert [c.split()[0] for c in commands] == ["chat", "eval", "train", "config"]
+    for command in commands:
+        build_parser().parse_args(command.split())
+
+
 @pytest.mark.slow
 def test_demo_output_has_no_warning_and_no_raw_dict(tmp_path):
     """The real demo with the builtin model, shortened by its own flags; runs and caches land in tmp_path."""
