@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ logger = logging.getLogger(__name__)
 
 # Temporary folders that are renamed into place when complete are named `.tmp-<what>-<pid of the writer>`.
 TMP_PREFIX = ".tmp-"
+
+
+def write_line(line: str = "") -> None:
+    """A command's own output: stdout, flushed at once so it interleaves with the log lines on stderr."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

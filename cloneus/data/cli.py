@@ -7,21 +7,17 @@ index; nothing here prompts, so every step can be scripted. Output is plain text
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloneus.data.prepare_cli import add_date_order_arguments, add_prepare_command, date_order_overrides
+from cloneus.io import write_line
 
 if TYPE_CHECKING:
     from cloneus.data.users import User, UserIndex
 
 DEFAULT_USERS_JSON = "config/users.json"
 SHOW_LIMIT = 25
-
-
-def _write(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
 
 
 def _status(user: User, min_share: float) -> str:
@@ -50,14 +46,16 @@ def print_users(index: UserIndex, limit: int | None = SHOW_LIMIT) -> None:
         shown.append(user)
     width = max([len(u.display_name) for u in shown] + [12])
     row = f"{{:<{width}}}  {{:<{width}}}  {{:>8}}  {{:>7}}  {{:<12}}  {{}}"
-    _write(row.format("user", "username", "messages", "share", "first name", "status"))
+    write_line(row.format("user", "username", "messages", "share", "first name", "status"))
     for u in shown:
         status = _status(u, index.min_share)
-        _write(row.format(u.display_name, u.username, u.message_count, f"{u.share:.2%}", u.first_name or "-", status))
+        write_line(
+            row.format(u.display_name, u.username, u.message_count, f"{u.share:.2%}", u.first_name or "-", status)
+        )
     hidden = len(index.users) - len(shown)
     if hidden:
-        _write(f"... and {hidden} more context-only users (show them with `python -m cloneus index show --all`)")
-    _write(f"{len(index.trainable())} of {len(index.users)} users will be trained (min share {index.min_share:g})")
+        write_line(f"... and {hidden} more context-only users (show them with `python -m cloneus index show --all`)")
+    write_line(f"{len(index.trainable())} of {len(index.users)} users will be trained (min share {index.min_share:g})")
 
 
 def _index_build(args: argparse.Namespace) -> int:
@@ -86,12 +84,14 @@ def _index_build(args: argparse.Namespace) -> int:
     index.save(output)
     print_users(index)
     dropped = ", ".join(f"{k} {v}" for k, v in result.dropped.items() if v and k != "merged")
-    _write(f"{len(result.frame)} messages counted from {args.file}" + (f" (dropped: {dropped})" if dropped else ""))
+    write_line(
+        f"{len(result.frame)} messages counted from {args.file}" + (f" (dropped: {dropped})" if dropped else "")
+    )
     for key, env in (("guild", "GUILDS_ID"), ("channel", "CHANNEL_ID")):
         meta = frame.attrs.get(key)
         if isinstance(meta, dict) and meta.get("id"):
-            _write(f"{env}={meta['id']}  # {key} {meta.get('name', '')!r}; put it in .env for the bot")
-    _write(f"wrote {output}" + (" (kept earlier edits)" if existing else ""))
+            write_line(f"{env}={meta['id']}  # {key} {meta.get('name', '')!r}; put it in .env for the bot")
+    write_line(f"wrote {output}" + (" (kept earlier edits)" if existing else ""))
     return 0
 
 
@@ -113,7 +113,7 @@ def _index_set(args: argparse.Namespace) -> int:
     index = UserIndex.load(args.index)
     user = index.set(args.name, **changes)
     index.save(args.index)
-    _write(
+    write_line(
         f"{user.display_name}: {_status(user, index.min_share)}"
         + (f", first name {user.first_name}" if user.first_name else "")
     )

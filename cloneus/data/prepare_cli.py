@@ -8,18 +8,15 @@ It loads only the tokenizer (no model weights), so it is the quick way to tune `
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
+
+from cloneus.io import write_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 HISTOGRAM_BINS = 8
 HISTOGRAM_WIDTH = 40
-
-
-def _write(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
 
 
 def length_histogram(lengths: Sequence[int], chunk_size: int) -> list[str]:
@@ -43,30 +40,32 @@ def length_histogram(lengths: Sequence[int], chunk_size: int) -> list[str]:
 def print_stats(stats: dict, lengths: Sequence[int], chunk_size: int) -> None:
     """Print `PreparedData.stats` and the train chunk length histogram."""
     dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items() if v)
-    _write(f"chat: {stats['chat']}" + (" (from cache)" if stats.get("cached") else ""))
-    _write(f"messages kept: {stats['messages_kept']}" + (f" (dropped: {dropped})" if dropped else ""))
+    write_line(f"chat: {stats['chat']}" + (" (from cache)" if stats.get("cached") else ""))
+    write_line(f"messages kept: {stats['messages_kept']}" + (f" (dropped: {dropped})" if dropped else ""))
     users = stats["users"]
-    _write(f"users: {users['in_chat']} in the chat, {users['trainable']} trained of {users['in_index']} in the index")
+    write_line(
+        f"users: {users['in_chat']} in the chat, {users['trainable']} trained of {users['in_index']} in the index"
+    )
     if not stats["timestamps"]:
-        _write("no timestamps: conversations were cut by token budget only")
+        write_line("no timestamps: conversations were cut by token budget only")
     for cutoff, counts in stats["sessions"].items():
-        _write(f"sessions ({cutoff} silence): {counts['train']} train, {counts['eval']} eval")
+        write_line(f"sessions ({cutoff} silence): {counts['train']} train, {counts['eval']} eval")
     chunks, tokens = stats["chunks"], stats["tokens"]
-    _write(
+    write_line(
         f"chunks: {chunks['train']} train, {chunks['eval']} eval"
         f" ({stats['eval_messages']} held-out messages, {stats['truncated_messages']} truncated messages)"
     )
     long = stats.get("long_messages", {})
     if any(long.values()):
-        _write(
+        write_line(
             f"messages over chunk_size: {long.get('truncated', 0)} truncated, {long.get('dropped', 0)} dropped"
             " (dataset.long_messages)"
         )
     for split in ("train", "eval"):
-        _write(f"tokens {split}: {tokens[split]['total']} ({tokens[split]['labelled']} with loss)")
-    _write(f"tokens per chunk (train, chunk_size {chunk_size}):")
+        write_line(f"tokens {split}: {tokens[split]['total']} ({tokens[split]['labelled']} with loss)")
+    write_line(f"tokens per chunk (train, chunk_size {chunk_size}):")
     for line in length_histogram(lengths, chunk_size):
-        _write(line)
+        write_line(line)
 
 
 def add_date_order_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,8 +100,8 @@ def _prepare(args: argparse.Namespace) -> int:
     data = prepare_dataset(cfg, tokenizer, args.data)
     print_stats(data.stats, data.train["length"], cfg.training.chunk_size)
     if data.tokens_added:
-        _write(f"tokens added to the tokenizer: {', '.join(data.tokens_added)} (the trainer resizes embeddings)")
-    _write(f"cached in {data.cache_path}")
+        write_line(f"tokens added to the tokenizer: {', '.join(data.tokens_added)} (the trainer resizes embeddings)")
+    write_line(f"cached in {data.cache_path}")
     return 0
 
 

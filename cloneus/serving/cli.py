@@ -10,14 +10,9 @@ import sys
 from pathlib import Path
 
 from cloneus.errors import CloneusError
+from cloneus.io import write_line
 
 SERVE_VENV_PYTHON = Path(".venv-serve/bin/python")
-
-
-def _say(line: str) -> None:
-    """The command's own output, on stdout (logging goes to stderr)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -73,9 +68,9 @@ def serve_command(args: argparse.Namespace) -> int:
     )
     try:
         seconds = serve.wait_healthy(f"http://{args.host}:{args.port}", process, args.timeout)
-        _say(f"vLLM is ready after {seconds:.0f} s, serving {', '.join(served.modules)} on {served.base.name}")
-        _say("Put these settings in your config (or pass them with --set):\n")
-        _say(serve.inference_settings(args.host, args.port))
+        write_line(f"vLLM is ready after {seconds:.0f} s, serving {', '.join(served.modules)} on {served.base.name}")
+        write_line("Put these settings in your config (or pass them with --set):\n")
+        write_line(serve.inference_settings(args.host, args.port))
         return process.wait()
     except (CloneusError, KeyboardInterrupt):
         process.terminate()
@@ -89,7 +84,7 @@ def export_command(args: argparse.Namespace) -> int:
     if not args.merged and not args.gguf:
         raise CloneusError("cloneus export: give --merged DIR, --gguf FILE, or both")
     if args.merged:
-        _say(f"merged model written to {export.export_merged(args.checkpoint, args.merged)}")
+        write_line(f"merged model written to {export.export_merged(args.checkpoint, args.merged)}")
     if args.gguf:
-        _say(f"GGUF written to {export.export_gguf(args.checkpoint, args.gguf)}")
+        write_line(f"GGUF written to {export.export_gguf(args.checkpoint, args.gguf)}")
     return 0

@@ -13,13 +13,9 @@ import sys
 
 from cloneus.data.prepare_cli import add_date_order_arguments, date_order_overrides
 from cloneus.errors import CloneusError, ConfigError
+from cloneus.io import write_line
 
 EXIT_INTERRUPTED = 130
-
-
-def _write(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -151,19 +147,19 @@ def train_command(args: argparse.Namespace) -> int:
             raise
         sys.stderr.write(failure_line(e) + "\n")
         return 2 if isinstance(e, CloneusError) else 1
-    _write(f"run directory: {result.run_dir}")
+    write_line(f"run directory: {result.run_dir}")
     if result.interrupted:
         sys.stderr.write(
             f"interrupted by {result.interrupted}; saved {result.checkpoint}\n"
             f"continue with: python -m cloneus train --resume {result.checkpoint}\n"
         )
         return EXIT_INTERRUPTED
-    _write(f"final checkpoint: {result.checkpoint}")
+    write_line(f"final checkpoint: {result.checkpoint}")
     for key in ("train_loss", "eval_loss", "eval_perplexity", "tokens_per_s"):
         if result.metrics.get(key) is not None:
-            _write(f"  {key}: {result.metrics[key]:.4g}")
+            write_line(f"  {key}: {result.metrics[key]:.4g}")
     if "feedback" in result.metrics:
-        _write(format_feedback_scores(result.metrics["feedback"]))
+        write_line(format_feedback_scores(result.metrics["feedback"]))
     return 0
 
 
@@ -179,4 +175,4 @@ def format_feedback_scores(scores: dict) -> str:
 def demo_command(args: argparse.Namespace) -> int:
     from cloneus.training.demo import run_demo
 
-    return run_demo(steps=args.steps, turns=args.turns, run_name=args.run_name, write=_write)
+    return run_demo(steps=args.steps, turns=args.turns, run_name=args.run_name, write=write_line)
