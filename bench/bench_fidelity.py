@@ -25,6 +25,7 @@ run, so an interrupted sweep keeps what finished. Timings are wall-clock on what
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -206,6 +207,7 @@ def run_lever(args, name: str, overrides: list[str], work: Path, chat: Path, bas
         "train_cpu_s": round(train_cpu, 1),
         "eval_wall_s": round(eval_wall, 1),
         "eval_cpu_s": round(eval_cpu, 1),
+        "eval_stage_s": report.get("stage_seconds"),
         "summary": report["summary"],
         "targets": targets(report["summary"]),
         "split": report["split"],
@@ -241,6 +243,9 @@ def main() -> int:
     parser.add_argument("--levers", default="all", help=f"comma list of {','.join(LEVERS)} (default all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument(
+        "--work-dir", type=Path, default=None, help="keep the slice and every lever's run here (default: a temp dir)"
+    )
+    parser.add_argument(
         "--baseline-report",
         type=Path,
         default=None,
@@ -265,8 +270,8 @@ def main() -> int:
         "runs": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-fidelity-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fidelity-")))
         chat = slice_chat(args.messages, work / "irc.csv", skip=args.skip)
         baseline = None
         for name in names:

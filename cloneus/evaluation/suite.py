@@ -130,12 +130,16 @@ def _select(clone: Any, checkpoint: Path, chatlog, max_conversations: int, max_t
 
 
 def _score_model(clone: Any, model: Any, sel: Selection, progress: Progress) -> dict[str, Any]:
+    """The three model-dependent measurements, each timed: the seconds say which budget to cut when eval is slow."""
+    seconds = {}
+    started = time.monotonic()
     ppl = perplexity_by_member(model, clone.formatter, sel.perplexity_conversations, sel.members, progress.tick)
-    return {
-        "perplexity": ppl,
-        "next_speaker": next_speaker(clone, sel.conversations, sel.turns, sel.members, progress.tick),
-        "replies": _replies(clone, sel.conversations, sel.moments, progress),
-    }
+    seconds["perplexity"], started = round(time.monotonic() - started, 1), time.monotonic()
+    speaker = next_speaker(clone, sel.conversations, sel.turns, sel.members, progress.tick)
+    seconds["next_speaker"], started = round(time.monotonic() - started, 1), time.monotonic()
+    replies = _replies(clone, sel.conversations, sel.moments, progress)
+    seconds["replies"] = round(time.monotonic() - started, 1)
+    return {"perplexity": ppl, "next_speaker": speaker, "replies": replies, "seconds": seconds}
 
 
 @contextlib.contextmanager
@@ -283,6 +287,7 @@ def _evaluate(checkpoint, progress, base, chatlog, max_conversations, max_turns,
     budget = {"max_conversations": max_conversations, "max_turns": max_turns, "max_replies": max_replies}
     report = _report(checkpoint, sel, scores, budget)
     report["seconds"] = round(time.monotonic() - started, 1)
+    report["stage_seconds"] = {name: s["seconds"] for name, s in scores.items()}
     return report
 
 

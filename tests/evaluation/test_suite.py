@@ -44,6 +44,14 @@ class TestEvaluateCheckpoint:
         html = (out / "eval.html").read_text()
         assert "data:image/png;base64," in html and 'id="human"' in html
 
+    def test_each_stage_is_timed_for_each_model(self, evaluated):
+        report, _, _ = evaluated
+        assert set(report["stage_seconds"]) == {"finetuned", "base"}
+        for stages in report["stage_seconds"].values():
+            assert set(stages) == {"perplexity", "next_speaker", "replies"}
+            assert all(s >= 0 for s in stages.values())
+        assert sum(sum(s.values()) for s in report["stage_seconds"].values()) <= report["seconds"]
+
     def test_chat_text_is_escaped_in_the_html(self, evaluated):
         report, out, _ = evaluated
         assert any(s["real"] == HTML_LINE for s in report["samples"]), "the fixture's HTML line is a held-out sample"
