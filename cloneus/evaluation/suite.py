@@ -38,6 +38,7 @@ MAX_CONVERSATIONS = 40
 MAX_TURNS = 300
 MAX_REPLIES = 40
 REPLY_MAX_NEW_TOKENS = 48
+REPLY_BATCH = 8  # rows per batched generate: CPU decoding reads the weights once per step for the whole batch
 SAMPLE_CONTEXT_MESSAGES = 4
 HUMAN_SLOT = {"fooled_rate": None, "judgements": 0, "source": None}
 # The bot's "Real or clone?" game writes the served checkpoint's rates here after every game (bot/game.py).
@@ -84,13 +85,17 @@ class Progress:
 
 
 def _replies(clone: Any, conversations: Sequence[Conversation], moments: Sequence[Moment], progress) -> list[str]:
-    """The true author's reply at each moment, sampled with the checkpoint's defaults and a per-moment seed."""
-    replies = []
-    for i, m in enumerate(moments):
-        history = conversations[m.conversation][: m.turn]
-        replies.append(clone.generate(history, m.author, seed=i, max_new_tokens=REPLY_MAX_NEW_TOKENS).strip())
-        progress.tick()
-    return replies
+    """The true author's reply at each moment, sampled with the checkpoint's defaults, seeded, in batches."""
+
+    def ticks(n: int) -> None:
+        for _ in range(n):
+            progress.tick()
+
+    requests = [(conversations[m.conversation][: m.turn], m.author) for m in moments]
+    replies = clone.generate_many(
+        requests, batch_size=REPLY_BATCH, on_batch=ticks, seed=0, max_new_tokens=REPLY_MAX_NEW_TOKENS
+    )
+    return [r.strip() for r in replies]
 
 
 @dataclass(frozen=True)

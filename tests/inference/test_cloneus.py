@@ -71,6 +71,23 @@ class TestGenerate:
         sequential = [clo.generate(HISTORY, a, seed_text=s, **GREEDY) for a, s in zip(authors, seeds, strict=True)]
         assert batched == sequential
 
+    def test_many_histories_match_sequential_greedy_in_request_order(self, clo):
+        requests = [
+            (HISTORY[:k], author) for k, author in [(3, "bob"), (1, "carol"), (len(HISTORY), "alice"), (2, "bob")]
+        ]
+        sizes = []
+        batched = clo.generate_many(requests, batch_size=3, on_batch=sizes.append, **GREEDY)
+        assert batched == [clo.generate(h, a, **GREEDY) for h, a in requests]
+        assert sizes == [3, 1]
+
+    def test_many_histories_seed_each_batch(self, clo):
+        requests = [(HISTORY, "bob"), (HISTORY[:2], "carol")]
+        first = clo.generate_many(requests, batch_size=1, seed=5, max_new_tokens=12)
+        assert first == clo.generate_many(requests, batch_size=1, seed=5, max_new_tokens=12)
+        # Batches run shortest prompt first: the short history is batch 0 (seed 5), the full one batch 1 (seed 6).
+        assert first[1] == clo.generate(HISTORY[:2], "carol", seed=5, max_new_tokens=12)
+        assert first[0] == clo.generate(HISTORY, "bob", seed=6, max_new_tokens=12)
+
     @pytest.mark.parametrize(("author", "why"), [("zed", "unknown"), ("dave", "opted out"), ("eve", "excluded")])
     def test_uncloneable_author_is_refused(self, clo, author, why):
         with pytest.raises(UnknownAuthorError, match=why):

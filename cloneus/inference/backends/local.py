@@ -364,7 +364,7 @@ class LocalBackend:
         """Log-probability of each continuation after `prefix`, all scored in one batched forward pass.
 
         The shared prefix comes from the prefix cache (prefilled once); each row then holds the last uncached
-        prefix token(s) plus that candidate's tokens, right-padded.
+        prefix token(s) plus that candidate's tokens but its last, right-padded.
         """
         import torch
         from transformers import DynamicCache
@@ -380,9 +380,11 @@ class LocalBackend:
             if cache is None:
                 cache = DynamicCache(config=self.model.config)
             head = fulls[0][cached:shared]  # at least the last shared token, whose logits predict each tail
-            width = len(head) + max(len(t) for t in tails)
-            input_ids = [head + t + [self.pad_token_id] * (width - len(head) - len(t)) for t in tails]
-            mask = [[1] * (cached + len(head) + len(t)) + [0] * (width - len(head) - len(t)) for t in tails]
+            # A tail's last token is predicted but never fed: nothing is scored after it.
+            inputs = [head + t[:-1] for t in tails]
+            width = max(len(i) for i in inputs)
+            input_ids = [i + [self.pad_token_id] * (width - len(i)) for i in inputs]
+            mask = [[1] * (cached + len(i)) + [0] * (width - len(i)) for i in inputs]
             device = self.model.device
             positions = torch.arange(cached, cached + width, device=device).expand(len(tails), -1)
             with torch.no_grad():
