@@ -19,7 +19,9 @@ most-frequent-author guess; held-out perplexity <= 0.7x base.
 Levers (`--levers`, one at a time against the baseline, same budget): author tag format, tag placement, system
 prompt without the participant list, chunk size, learning rate, steps (smaller batches: more, noisier steps),
 LoRA rank, LoRA targets, min_share, burst merging. Results go to bench/results/bench_fidelity.json after every
-run, so an interrupted sweep keeps what finished. Timings are wall-clock on whatever else the machine is running.
+run, so an interrupted sweep keeps what finished. Timings are wall-clock on whatever else the machine is running:
+`--work-dir DIR --train-only` trains while the machine is busy, and `--work-dir DIR --reuse` later evaluates those
+runs, so the eval's own time (one of the figures) is measured on a quiet machine.
 """
 
 from __future__ import annotations
@@ -169,25 +171,47 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_lever(args, name: str, overrides: list[str], work: Path, chat: Path, baseline: dict | None) -> dict:
-    from cloneus.evaluation.suite import evaluate_checkpoint, write_outputs
+def finished_run(lever_dir: Path, name: str, steps: int) -> tuple[Path, dict] | None:
+    """The checkpoint and metrics a run in this work dir already trained to `steps`, if any (`--reuse`)."""
+    for metrics_file in sorted((lever_dir / "runs").glob(f"*/{name}/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        checkpoint = metrics_file.parent / f"checkpoint-{steps}"
+        if metrics.get("steps") == steps and checkpoint.is_dir():
+            return checkpoint, metrics
+    return None
+
+
+def train_lever(cfg, name: str, lever_dir: Path, chat: Path, reuse: bool) -> tuple[Path, dict, float, float | None]:
+    """Train on the part before the held-out split (or reuse that run); checkpoint, metrics, wall and CPU s."""
     from cloneus.training.trainer import train
 
-    lever_dir = work / name
-    cfg = lever_config(args, lever_dir, overrides)
+    done = finished_run(lever_dir, name, cfg.training.max_steps) if reuse else None
+    if done is not None:
+        print(f"reusing {done[0]} (trained earlier; its CPU time was not measured here)", flush=True)
+        return done[0], done[1], done[1]["wall_s"], None
     lever_dir.mkdir(parents=True, exist_ok=True)
     train_chat = train_part(cfg, chat, lever_dir / "train.csv")
     train_cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"eval_frac": 0.0})})
     start, cpu = time.perf_counter(), cpu_seconds()
     result = train(train_cfg, chatlog=train_chat, run_name=name)
-    trained, train_cpu = time.perf_counter() - start, cpu_seconds() - cpu
     point_at_slice(result.checkpoint, chat, cfg.dataset.eval_frac)
+    return result.checkpoint, result.metrics, time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def run_lever(args, name: str, overrides: list[str], work: Path, chat: Path, baseline: dict | None) -> dict:
+    from cloneus.evaluation.suite import evaluate_checkpoint, write_outputs
+
+    lever_dir = work / name
+    cfg = lever_config(args, lever_dir, overrides)
+    checkpoint, metrics, trained, train_cpu = train_lever(cfg, name, lever_dir, chat, args.reuse)
+    if args.train_only:
+        return {"overrides": overrides, "checkpoint": str(checkpoint), "train_wall_s": round(trained, 1)}
     if baseline is None and args.baseline_report is not None and args.baseline_report.is_file():
         baseline = json.loads(args.baseline_report.read_text())  # written by a baseline run in another process
     reuse = baseline is not None and training_only(overrides)
     start, cpu = time.perf_counter(), cpu_seconds()
     report = evaluate_checkpoint(
-        result.checkpoint,
+        checkpoint,
         base=not reuse,
         max_conversations=args.max_conversations,
         max_turns=args.max_turns,
@@ -201,10 +225,10 @@ def run_lever(args, name: str, overrides: list[str], work: Path, chat: Path, bas
     return {
         "base_reused_from_baseline": reuse,
         "overrides": overrides,
-        "train_steps": result.metrics["steps"],
-        "train_tokens": result.metrics["train_tokens"],
+        "train_steps": metrics["steps"],
+        "train_tokens": metrics["train_tokens"],
         "train_wall_s": round(trained, 1),
-        "train_cpu_s": round(train_cpu, 1),
+        "train_cpu_s": None if train_cpu is None else round(train_cpu, 1),
         "eval_wall_s": round(eval_wall, 1),
         "eval_cpu_s": round(eval_cpu, 1),
         "eval_stage_s": report.get("stage_seconds"),
@@ -218,14 +242,17 @@ def run_lever(args, name: str, overrides: list[str], work: Path, chat: Path, bas
 
 def print_table(runs: dict[str, dict]) -> None:
     head = " ".join(f"{label:>9}" for label, _, _ in COLUMNS)
-    print(f"{'lever':<16} {head} {'train cpu s':>11} {'eval cpu s':>10}")
+    print(f"{'lever':<16} {head} {'train s':>8} {'eval s':>7}")
     for name, run in runs.items():
         if "error" in run:
             print(f"{name:<16} error: {run['error']}")
             continue
+        if "summary" not in run:
+            print(f"{name:<16} trained only: {run['checkpoint']} ({run['train_wall_s']:.0f} s)")
+            continue
         s = run["summary"]
         cells = " ".join(f"{cell(s.get(key), spec):>9}" for _, key, spec in COLUMNS)
-        print(f"{name:<16} {cells} {run['train_cpu_s']:>11.0f} {run['eval_cpu_s']:>10.0f}")
+        print(f"{name:<16} {cells} {run['train_wall_s']:>8.0f} {run['eval_wall_s']:>7.0f}")
     base = runs.get("baseline", {})
     for target, met in base.get("targets", {}).items():
         print(f"baseline target {target}: {'met' if met else 'NOT met' if met is False else 'n/a'}")
@@ -252,7 +279,13 @@ def main() -> int:
         help="eval.json of a baseline run at the same budget (read once a lever has trained), so training-only "
         "levers reuse its base figures when they run in a separate process",
     )
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --work-dir: evaluate runs already trained there to the same steps"
+    )
+    parser.add_argument("--train-only", action="store_true", help="train (into --work-dir) and skip the eval")
     args = parser.parse_args()
+    if (args.reuse or args.train_only) and args.work_dir is None:
+        parser.error("--reuse and --train-only need --work-dir (a temp dir is gone when the bench ends)")
     names = list(LEVERS) if args.levers == "all" else args.levers.split(",")
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
@@ -278,7 +311,7 @@ def main() -> int:
             print(f"== {name}: {LEVERS[name] or 'baseline'}", flush=True)
             try:
                 out["runs"][name] = run_lever(args, name, LEVERS[name], work, chat, baseline)
-                if name == "baseline":
+                if name == "baseline" and not args.train_only:
                     baseline = json.loads(Path(out["runs"][name]["report"]).read_text())
             except Exception as e:  # a bench keeps going: one lever's failure is a result too
                 traceback.print_exc()
