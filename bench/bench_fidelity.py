@@ -258,6 +258,24 @@ def print_table(runs: dict[str, dict]) -> None:
         print(f"baseline target {target}: {'met' if met else 'NOT met' if met is False else 'n/a'}")
 
 
+def print_markdown(runs: dict[str, dict]) -> None:
+    """The table as markdown (for docs/training.md), each lever's change against the baseline in brackets."""
+    base = runs.get("baseline", {}).get("summary", {})
+    print("| lever | " + " | ".join(label for label, _, _ in COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for name, run in runs.items():
+        if "summary" not in run:
+            continue
+        cells = []
+        for _, key, spec in COLUMNS:
+            value, ref = run["summary"].get(key), base.get(key)
+            text = cell(value, spec)
+            if name != "baseline" and value is not None and ref and key in ("perplexity", "attribution"):
+                text += f" ({value / ref:.2f}x)"
+            cells.append(text)
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", type=int, default=170_000, help="IRC rows skipped before the slice")
@@ -283,7 +301,13 @@ def main() -> int:
         "--reuse", action="store_true", help="with --work-dir: evaluate runs already trained there to the same steps"
     )
     parser.add_argument("--train-only", action="store_true", help="train (into --work-dir) and skip the eval")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the results JSON (--out) as markdown, run nothing"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print_markdown(json.loads(args.out.read_text())["runs"])
+        return 0
     if (args.reuse or args.train_only) and args.work_dir is None:
         parser.error("--reuse and --train-only need --work-dir (a temp dir is gone when the bench ends)")
     names = list(LEVERS) if args.levers == "all" else args.levers.split(",")
