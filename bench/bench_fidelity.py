@@ -58,7 +58,7 @@ LEVERS: dict[str, list[str]] = {
     "rank_4": ["lora.r=4", "lora.alpha=8"],
     "no_participants": ["prompt.template=Group chat between the members of a Discord server."],
     "attn_only": ["lora.target_modules=[q_proj,k_proj,v_proj,o_proj]"],
-    "tag_fname": ["format.author_tag={author} ({fname})"],
+    "tag_fname": ["format.author_tag='{author} ({fname})'"],
     "lr_5e-4": ["training.learning_rate=0.0005"],
     "no_merge": ["dataset.merge_window_minutes=0"],
     "accum_4": ["training.gradient_accumulation_steps=4"],
