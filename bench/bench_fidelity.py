@@ -4,7 +4,8 @@ Data: a consecutive slice of ../shared/data/ubuntu-irc/ubuntu_irc.csv (or $CLONE
 (messages 170,000-180,000, 2013) is one where the channel's regulars talk in both the train and the held-out part,
 so per-member figures have data behind them (14 members at min_share 0.01 on the part before the split).
 Model: builtin:smollm2-135m, LoRA, fp32 on the CPU. Training is bounded by a token budget (`--train-tokens`;
-150k tokens is about 15 CPU-minutes at the ~170 tokens/s docs/training.md measured); steps follow from it, so a
+the default 57,344 tokens, 112 steps of 512, is about 15 CPU-minutes: a quiet 2-core machine trains ~100 tokens/s
+at ~1.5 cores busy); steps follow from it, so a
 lever that changes the row size (chunk size) or the batch keeps the same number of training tokens.
 
 Held-out split: the eval's split (latest `eval_frac` of sessions of the slice) is computed first; training then
@@ -281,7 +282,7 @@ def main() -> int:
     parser.add_argument("--skip", type=int, default=170_000, help="IRC rows skipped before the slice")
     parser.add_argument("--messages", type=int, default=10_000, help="messages in the slice")
     parser.add_argument("--chunk-size", type=int, default=512)
-    parser.add_argument("--train-tokens", type=int, default=150_000, help="training budget (~15 CPU-min default)")
+    parser.add_argument("--train-tokens", type=int, default=57_344, help="training budget (~15 CPU-min default)")
     parser.add_argument("--max-conversations", type=int, default=40)
     parser.add_argument("--max-turns", type=int, default=300)
     parser.add_argument("--max-replies", type=int, default=40)
