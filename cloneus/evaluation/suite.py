@@ -77,23 +77,20 @@ class Progress:
         if self.paths:
             ProgressLog(self.paths).write(event, **fields)
 
-    def tick(self) -> None:
-        self.step += 1
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.step * (self.total - self.step)
-        self.write("log", step=self.step, total=self.total, elapsed_s=round(elapsed, 1), eta_s=round(eta, 1))
+    def tick(self, units: int = 1) -> None:
+        """One `log` event per finished unit, also when a batch finishes several at once."""
+        for _ in range(units):
+            self.step += 1
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / self.step * (self.total - self.step)
+            self.write("log", step=self.step, total=self.total, elapsed_s=round(elapsed, 1), eta_s=round(eta, 1))
 
 
 def _replies(clone: Any, conversations: Sequence[Conversation], moments: Sequence[Moment], progress) -> list[str]:
     """The true author's reply at each moment, sampled with the checkpoint's defaults, seeded, in batches."""
-
-    def ticks(n: int) -> None:
-        for _ in range(n):
-            progress.tick()
-
     requests = [(conversations[m.conversation][: m.turn], m.author) for m in moments]
     replies = clone.generate_many(
-        requests, batch_size=REPLY_BATCH, on_batch=ticks, seed=0, max_new_tokens=REPLY_MAX_NEW_TOKENS
+        requests, batch_size=REPLY_BATCH, on_batch=progress.tick, seed=0, max_new_tokens=REPLY_MAX_NEW_TOKENS
     )
     return [r.strip() for r in replies]
 
@@ -136,15 +133,21 @@ def _select(clone: Any, checkpoint: Path, chatlog, max_conversations: int, max_t
 
 def _score_model(clone: Any, model: Any, sel: Selection, progress: Progress) -> dict[str, Any]:
     """The three model-dependent measurements, each timed: the seconds say which budget to cut when eval is slow."""
-    seconds = {}
-    started = time.monotonic()
-    ppl = perplexity_by_member(model, clone.formatter, sel.perplexity_conversations, sel.members, progress.tick)
-    seconds["perplexity"], started = round(time.monotonic() - started, 1), time.monotonic()
-    speaker = next_speaker(clone, sel.conversations, sel.turns, sel.members, progress.tick)
-    seconds["next_speaker"], started = round(time.monotonic() - started, 1), time.monotonic()
-    replies = _replies(clone, sel.conversations, sel.moments, progress)
-    seconds["replies"] = round(time.monotonic() - started, 1)
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "perplexity"):
+        ppl = perplexity_by_member(model, clone.formatter, sel.perplexity_conversations, sel.members, progress.tick)
+    with _timed(seconds, "next_speaker"):
+        speaker = next_speaker(clone, sel.conversations, sel.turns, sel.members, progress.tick)
+    with _timed(seconds, "replies"):
+        replies = _replies(clone, sel.conversations, sel.moments, progress)
     return {"perplexity": ppl, "next_speaker": speaker, "replies": replies, "seconds": seconds}
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    seconds[stage] = round(time.monotonic() - started, 1)
 
 
 @contextlib.contextmanager

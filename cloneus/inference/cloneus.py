@@ -459,7 +459,7 @@ class Cloneus:
             batch_opts = opts if opts.seed == -1 else opts.merged(seed=(opts.seed + k) % SEED_MAX)
             done = self._backend.complete_batch([prompts[i] for i in rows], batch_opts, self._stops)
             for i, reply in zip(rows, done, strict=True):
-                replies[i] = reply.lstrip()
+                replies[i] = _with_seed(None, reply)
             if on_batch is not None:
                 on_batch(len(rows))
         return replies
