@@ -15,7 +15,9 @@ that split. Levers that change only training or LoRA settings leave the base mod
 are scored once (baseline) and reused.
 
 Targets (issue 9): finetuned attribution >= 2x base and >= 0.5x the real ceiling; next-speaker top-1 >= 1.5x the
-most-frequent-author guess; held-out perplexity <= 0.7x base.
+most-frequent-author guess; held-out perplexity <= 0.7x base. Attribution also gets its 95% Wilson interval (`attr
+lo`-`attr hi`) and, for the baseline, the exact McNemar p against base on the same contexts: with tens of
+replies, a 2x ratio can be a few hits, and the p says whether it is more than luck.
 
 Levers (`--levers`, one at a time against the baseline, same budget): author tag format, tag placement, system
 prompt without the participant list, chunk size, learning rate, steps (smaller batches: more, noisier steps),
@@ -74,7 +76,10 @@ COLUMNS = (
     ("top1 freq", "speaker_top1_most_frequent", "pct"),
     ("top1/freq", "speaker_vs_most_frequent", "{:.2f}"),
     ("attr ft", "attribution", "pct"),
+    ("attr lo", "attribution_ci95_low", "pct"),
+    ("attr hi", "attribution_ci95_high", "pct"),
     ("attr base", "attribution_base", "pct"),
+    ("p vs base", "attribution_p_vs_base", "{:.2g}"),
     ("attr real", "attribution_real", "pct"),
     ("ft/base", "attribution_vs_base", "{:.2f}"),
     ("ft/real", "attribution_vs_real", "{:.2f}"),

@@ -10,7 +10,7 @@ import base64
 from html import escape
 from typing import Any
 
-from cloneus.evaluation.report import SURFACE_COLUMNS, member_value, number, pct
+from cloneus.evaluation.report import SURFACE_COLUMNS, certainty_lines, member_value, number, pct
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -117,6 +117,7 @@ def render_html(report: dict[str, Any], png: bytes) -> str:
         f"<img alt='per-member chart' src='data:image/png;base64,{chart}'>",
         "<h2>Per member</h2>",
         _member_table(report),
+        "<ul class='note'>" + "".join(f"<li>{escape(line)}</li>" for line in certainty_lines(report)) + "</ul>",
         "<h2>Surface statistics</h2>",
         _surface_table(report),
         _human_section(report),

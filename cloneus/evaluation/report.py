@@ -39,6 +39,36 @@ def member_value(section: dict[str, Any] | None, member: str | None, key: str) -
     return section.get("members", {}).get(member, {}).get(key)
 
 
+def interval(ci: list[float] | None) -> str:
+    return "-" if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
+def certainty_lines(report: dict[str, Any]) -> list[str]:
+    """How far the headline rates can be trusted: 95% intervals, and whether finetuned beats base on attribution.
+
+    Budgets are small, so a rate may be a handful of hits; these lines keep a reader from ranking on noise.
+    """
+    spk, attr = report["next_speaker"], report["attribution"]
+    lines = []
+    for name in ("finetuned", "base"):
+        if name in spk:
+            s = spk[name]
+            ci = interval(s.get("top1_ci95"))
+            lines.append(f"next-speaker top-1 {name} {pct(s['top1'])} (95% CI {ci}, {s['turns']} turns)")
+    for name in ("real", "finetuned", "base"):
+        if name in attr:
+            a = attr[name]
+            ci = interval(a.get("ci95"))
+            lines.append(f"style attribution {name} {pct(a['accuracy'])} (95% CI {ci}, {a['n']} texts)")
+    paired = attr.get("finetuned_vs_base")
+    if paired:
+        lines.append(
+            f"attribution, same contexts: only finetuned right {paired['finetuned_only']}, only base right "
+            f"{paired['base_only']}, exact McNemar p = {paired['p_value']:.3g}"
+        )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Per-member perplexity, next speaker and attribution; overall surface statistics; samples."""
     split, ppl, spk, attr = report["split"], report["perplexity"], report["next_speaker"], report["attribution"]
@@ -69,6 +99,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if "skipped" in attr:
         lines.append(f"style attribution skipped: {attr['skipped']}")
+    lines += ["", *certainty_lines(report)]
     lines += [
         "",
         f"{'text':<10} {'n':>5} " + " ".join(f"{label:>{max(6, len(label))}}" for _, label, _ in SURFACE_COLUMNS),
@@ -98,8 +129,14 @@ def summary_line(summary: dict[str, Any]) -> str:
         ppl += f" (base {num('perplexity_base')}, ×{num('perplexity_vs_base', '{:.2f}')})"
     speaker = f"next speaker {num('speaker_top1', 'pct')} (most frequent {num('speaker_top1_most_frequent', 'pct')})"
     attribution = f"style attribution {num('attribution', 'pct')} ("
+    if summary.get("attribution_ci95_low") is not None:
+        ci = interval([summary["attribution_ci95_low"], summary["attribution_ci95_high"]])
+        attribution += f"95% CI {ci}, "
     if summary.get("attribution_base") is not None:
-        attribution += f"base {num('attribution_base', 'pct')}, "
+        attribution += f"base {num('attribution_base', 'pct')}"
+        if summary.get("attribution_p_vs_base") is not None:
+            attribution += f" at p = {summary['attribution_p_vs_base']:.2g}"
+        attribution += ", "
     attribution += f"real {num('attribution_real', 'pct')}, chance {num('chance', 'pct')})"
     parts = [ppl, speaker, attribution]
     if summary.get("fooled_rate") is not None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cloneus.evaluation.heldout import Conversation, Moment
+from cloneus.evaluation.intervals import wilson_interval
 
 
 def _tally(ranked_per_turn: list[list[str]], truths: list[str], members: Sequence[str]) -> dict[str, Any]:
@@ -25,7 +26,9 @@ def _tally(ranked_per_turn: list[list[str]], truths: list[str], members: Sequenc
     def rates(h1: int, h3: int, turns: int) -> dict[str, Any]:
         return {"top1": h1 / turns if turns else None, "top3": h3 / turns if turns else None, "turns": turns}
 
-    overall = rates(sum(r[0] for r in per.values()), sum(r[1] for r in per.values()), n)
+    top1_hits = sum(r[0] for r in per.values())
+    overall = rates(top1_hits, sum(r[1] for r in per.values()), n)
+    overall["top1_ci95"] = wilson_interval(top1_hits, n)
     return {**overall, "members": {m: rates(*per[m]) for m in members}}
 
 

@@ -13,6 +13,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from cloneus.evaluation.intervals import wilson_interval
+
 MAX_TRAIN_MESSAGES = 20000  # bounds fit time (~seconds on a CPU); sampled evenly at random past that
 NGRAM_RANGE = (2, 4)
 MAX_FEATURES = 100000
@@ -56,22 +58,26 @@ class StyleClassifier:
         """The most likely member for each text."""
         return list(self.pipeline.predict(list(texts))) if texts else []
 
+    def correct(self, texts: Sequence[str], authors: Sequence[str]) -> list[bool]:
+        """Whether each text is attributed to its stated author (never, for an author outside the classes)."""
+        return [guess == author for guess, author in zip(self.predict(texts), authors, strict=True)]
+
     def attribution(self, texts: Sequence[str], authors: Sequence[str]) -> dict[str, Any]:
         """How often each text is attributed to its stated author, per member and overall.
 
         Returns:
-            `dict`: `accuracy` and `n` overall, `chance` (1/members), and `members` mapping each member to its
-            own `accuracy` and `n` (None accuracy when it has no text here).
+            `dict`: `accuracy`, its Wilson `ci95` and `n` overall, `chance` (1/members), and `members` mapping each
+            member to its own `accuracy` and `n` (None accuracy when it has no text here).
         """
-        guesses = self.predict(texts)
         per = {m: [0, 0] for m in self.members}
-        for guess, author in zip(guesses, authors, strict=True):
+        for right, author in zip(self.correct(texts, authors), authors, strict=True):
             if author in per:
-                per[author][0] += guess == author
+                per[author][0] += right
                 per[author][1] += 1
         hits, n = sum(h for h, _ in per.values()), sum(c for _, c in per.values())
         return {
             "accuracy": hits / n if n else None,
+            "ci95": wilson_interval(hits, n),
             "n": n,
             "chance": 1 / len(self.members),
             "members": {m: {"accuracy": h / c if c else None, "n": c} for m, (h, c) in per.items()},

@@ -27,6 +27,7 @@ from cloneus.evaluation.heldout import (
     reply_moments,
     speaker_turns,
 )
+from cloneus.evaluation.intervals import paired_comparison
 from cloneus.evaluation.perplexity import perplexity_by_member
 from cloneus.evaluation.speaker import most_frequent_guess, next_speaker
 from cloneus.evaluation.surface import normalise, surface_stats
@@ -181,6 +182,11 @@ def _attribution(train_messages, members, judged: dict[str, tuple[list[str], lis
     out: dict[str, Any] = {"train_messages": classifier.train_messages, "classes": classifier.members}
     for name, (texts, authors) in judged.items():
         out[name] = classifier.attribution(texts, authors)
+    if "finetuned" in judged and "base" in judged:
+        # Same contexts and authors for both, so the paired test says whether the gap is more than sampling luck.
+        out["finetuned_vs_base"] = paired_comparison(
+            "finetuned", classifier.correct(*judged["finetuned"]), "base", classifier.correct(*judged["base"])
+        )
     return out
 
 
@@ -201,12 +207,19 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "chance": report["chance"],
         "fooled_rate": report["human"]["fooled_rate"],
     }
+    # Flat scalars, like every other summary figure: the bot's registry and the bench read them by key.
+    for key, ci in (
+        ("speaker_top1", spk["finetuned"].get("top1_ci95")),
+        ("attribution", attr.get("finetuned", {}).get("ci95")),
+    ):
+        out[f"{key}_ci95_low"], out[f"{key}_ci95_high"] = ci or (None, None)
     if "base" in ppl:
         out["perplexity_base"] = ppl["base"]["perplexity"]
         out["perplexity_vs_base"] = _ratio(ppl["finetuned"]["perplexity"], ppl["base"]["perplexity"])
         out["speaker_top1_base"] = spk["base"]["top1"]
         out["attribution_base"] = attr.get("base", {}).get("accuracy")
         out["attribution_vs_base"] = _ratio(out["attribution"], out["attribution_base"])
+        out["attribution_p_vs_base"] = attr.get("finetuned_vs_base", {}).get("p_value")
     out["attribution_vs_real"] = _ratio(out["attribution"], out["attribution_real"])
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloneus.evaluation.heldout import Moment
+from cloneus.evaluation.intervals import wilson_interval
 from cloneus.evaluation.speaker import most_frequent_guess, next_speaker
 
 
@@ -32,7 +33,7 @@ class TestNextSpeaker:
         result = next_speaker(clone, CONVERSATIONS, TURNS, MEMBERS)
         assert clone.histories[0] == CONVERSATIONS[0][:1] and clone.histories[3] == CONVERSATIONS[0][:4]
         assert result["top1"] == pytest.approx(1 / 4) and result["top3"] == pytest.approx(3 / 4)
-        assert result["turns"] == 4
+        assert result["turns"] == 4 and result["top1_ci95"] == pytest.approx(wilson_interval(1, 4))
         assert result["members"]["b"] == {"top1": 0.0, "top3": 1.0, "turns": 2}
         assert result["members"]["c"] == {"top1": 1.0, "top3": 1.0, "turns": 1}
         assert result["members"]["d"] == {"top1": 0.0, "top3": 0.0, "turns": 1}

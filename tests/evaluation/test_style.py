@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cloneus.evaluation.intervals import wilson_interval
 from cloneus.evaluation.style import StyleClassifier
 
 SHOUTER = ["OMG YES!!!", "LOL NO WAY!!!", "WOW SO COOL!!!", "HAHA GREAT!!!", "YES YES YES!!!", "NOPE!!! LOL"]
@@ -33,6 +34,8 @@ class TestStyleClassifier:
         assert result["members"]["asker"] == {"accuracy": pytest.approx(1 / 3), "n": 3}
         assert result["members"]["shouter"] == {"accuracy": None, "n": 0}
         assert result["accuracy"] == pytest.approx(1 / 3)
+        assert result["ci95"] == pytest.approx(wilson_interval(1, 3))
+        assert classifier.correct(["OMG NO!!!", "what does dmesg say?"], ["asker", "asker"]) == [False, True]
 
     def test_texts_of_non_members_are_not_scored(self, classifier):
         assert classifier.attribution(["hello"], ["lurker"])["n"] == 0

@@ -9,6 +9,8 @@ import pytest
 
 from cloneus.cli import main
 from cloneus.errors import CloneusError
+from cloneus.evaluation.intervals import mcnemar_exact, wilson_interval
+from cloneus.evaluation.report import format_report, summary_line
 from cloneus.evaluation.suite import evaluate_checkpoint
 
 from .conftest import HTML_LINE
@@ -92,6 +94,31 @@ class TestEvaluateCheckpoint:
         replies = report["split"]["replies"]
         assert report["attribution"]["finetuned"]["n"] == report["attribution"]["base"]["n"] == replies
         assert len(report["samples"]) == replies and all({"finetuned", "base"} <= set(s) for s in report["samples"])
+
+    def test_the_paired_attribution_test_counts_the_same_replies(self, evaluated):
+        report, _, _ = evaluated
+        attr, replies = report["attribution"], report["split"]["replies"]
+        paired = attr["finetuned_vs_base"]
+        hits = {name: round(attr[name]["accuracy"] * replies) for name in ("finetuned", "base")}
+        assert paired["finetuned_only"] - paired["base_only"] == hits["finetuned"] - hits["base"]
+        assert paired["finetuned_only"] <= hits["finetuned"] and paired["base_only"] <= hits["base"]
+        assert paired["p_value"] == pytest.approx(mcnemar_exact(paired["finetuned_only"], paired["base_only"]))
+        assert report["summary"]["attribution_p_vs_base"] == paired["p_value"]
+        summary = report["summary"]
+        low, high = wilson_interval(hits["finetuned"], replies)
+        assert summary["attribution_ci95_low"] == pytest.approx(low)
+        assert summary["attribution_ci95_high"] == pytest.approx(high)
+
+    def test_table_page_and_summary_say_how_sure_the_rates_are(self, evaluated):
+        report, out, _ = evaluated
+        p_value = report["attribution"]["finetuned_vs_base"]["p_value"]
+        low, high = report["attribution"]["finetuned"]["ci95"]
+        table = format_report(report)
+        assert f"exact McNemar p = {p_value:.3g}" in table
+        assert f"(95% CI {100 * low:.1f}–{100 * high:.1f}%, {report['split']['replies']} texts)" in table
+        assert f"{report['split']['turns']} turns)" in table
+        assert f"exact McNemar p = {p_value:.3g}" in (out / "eval.html").read_text()
+        assert f"95% CI {100 * low:.1f}–{100 * high:.1f}%" in summary_line(report["summary"])
 
     def test_the_human_slot_is_left_empty(self, evaluated):
         report, _, _ = evaluated
