@@ -190,6 +190,29 @@ class TestGenericCsv:
         assert frame["author"].tolist() == ["alice", "bob", "alice", "bob"]
         assert frame["text"].tolist() == ["first message", "None", "NA", "a line, with a comma"]
 
+    def test_usernames_differing_only_in_case_are_one_member(self, tmp_path):
+        from cloneus.config import CleaningConfig
+        from cloneus.data.clean import clean_messages
+        from cloneus.data.users import UserIndex
+
+        path = tmp_path / "irc.csv"
+        rows = [("Dr_Willis", "try a live usb"), ("bob", "ok"), ("dr_willis", "or boot-repair"), ("Bob", "thanks")]
+        rows += [("DR_willis", "good luck")]
+        path.write_text(
+            "username,text,timestamp\n" + "".join(f"{a},{t},2024-01-01 10:0{i}\n" for i, (a, t) in enumerate(rows))
+        )
+        frame = read_chat(path)
+        assert frame["author_id"].tolist() == ["dr_willis", "bob", "dr_willis", "bob", "dr_willis"]
+        assert frame["author"].tolist() == [a for a, _ in rows], "the text's own spelling is kept until cleaning"
+        cleaned = clean_messages(frame, CleaningConfig(), merge_window_minutes=0).frame
+        assert set(cleaned["author"]) == {"DR_willis", "Bob"}, "each member shows under their latest spelling"
+        index = UserIndex.build(cleaned, min_share=0.0)
+        assert [(u.id, u.display_name, u.message_count) for u in index.users] == [
+            ("dr_willis", "DR_willis", 3),
+            ("bob", "Bob", 2),
+        ]
+        assert index.get("dr_WILLIS") is index.users[0]
+
     def test_mixed_timezones_normalised_to_utc(self):
         stamps = read_chat(FIXTURES / "generic.csv")["timestamp"]
         assert str(stamps.dtype) == "datetime64[ns, UTC]"

@@ -113,7 +113,9 @@ def read_dce_csv(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
 def read_generic_csv(path: str | Path, date_format: str = "auto") -> pd.DataFrame:
     """Read the generic CSV `username,text[,timestamp]`.
 
-    `author_id` and `author` are both the username. Without a timestamp column every timestamp is NaT, and
+    `author_id` is the case-folded username and `author` the username as written: chat usernames (IRC nicks,
+    Discord, Slack, Telegram handles) are case-insensitive, so `Dr_Willis` and `dr_willis` are one member, who
+    takes the latest spelling as display name. Without a timestamp column every timestamp is NaT, and
     the dataset step falls back to token-budget chunking. Naive timestamps are taken as UTC; numbers are epoch
     times, and numeric dates follow `date_format` (see `cloneus.data.readers.timestamps`).
     """
@@ -131,7 +133,7 @@ def read_generic_csv(path: str | Path, date_format: str = "auto") -> pd.DataFram
     username = table["username"].str.strip()
     columns = {
         "message_id": pd.Series(table.index.to_numpy(), index=table.index).astype("str"),
-        "author_id": username,
+        "author_id": username.str.casefold(),
         "author": username,
         "text": table["text"],
         "timestamp": stamps,
