@@ -290,7 +290,7 @@ def main() -> int:
     parser.add_argument("--train-tokens", type=int, default=57_344, help="training budget (~15 CPU-min default)")
     parser.add_argument("--max-conversations", type=int, default=40)
     parser.add_argument("--max-turns", type=int, default=300)
-    parser.add_argument("--max-replies", type=int, default=40)
+    parser.add_argument("--max-replies", type=int, default=200, help="replies per model (the slice has 197 turns)")
     parser.add_argument("--levers", default="all", help=f"comma list of {','.join(LEVERS)} (default all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument(
