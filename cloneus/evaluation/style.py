@@ -62,15 +62,21 @@ class StyleClassifier:
         """Whether each text is attributed to its stated author (never, for an author outside the classes)."""
         return [guess == author for guess, author in zip(self.predict(texts), authors, strict=True)]
 
-    def attribution(self, texts: Sequence[str], authors: Sequence[str]) -> dict[str, Any]:
+    def attribution(
+        self, texts: Sequence[str], authors: Sequence[str], correct: Sequence[bool] | None = None
+    ) -> dict[str, Any]:
         """How often each text is attributed to its stated author, per member and overall.
+
+        `correct` is `self.correct(texts, authors)` when the caller already has it (the paired test needs it too).
 
         Returns:
             `dict`: `accuracy`, its Wilson `ci95` and `n` overall, `chance` (1/members), and `members` mapping each
             member to its own `accuracy` and `n` (None accuracy when it has no text here).
         """
         per = {m: [0, 0] for m in self.members}
-        for right, author in zip(self.correct(texts, authors), authors, strict=True):
+        for right, author in zip(
+            correct if correct is not None else self.correct(texts, authors), authors, strict=True
+        ):
             if author in per:
                 per[author][0] += right
                 per[author][1] += 1

@@ -180,13 +180,12 @@ def _attribution(train_messages, members, judged: dict[str, tuple[list[str], lis
         logger.warning("no style attribution: %s", e)
         return {"skipped": str(e)}
     out: dict[str, Any] = {"train_messages": classifier.train_messages, "classes": classifier.members}
+    correct = {name: classifier.correct(texts, authors) for name, (texts, authors) in judged.items()}
     for name, (texts, authors) in judged.items():
-        out[name] = classifier.attribution(texts, authors)
+        out[name] = classifier.attribution(texts, authors, correct[name])
     if "finetuned" in judged and "base" in judged:
         # Same contexts and authors for both, so the paired test says whether the gap is more than sampling luck.
-        out["finetuned_vs_base"] = paired_comparison(
-            "finetuned", classifier.correct(*judged["finetuned"]), "base", classifier.correct(*judged["base"])
-        )
+        out["finetuned_vs_base"] = paired_comparison("finetuned", correct["finetuned"], "base", correct["base"])
     return out
 
 
